@@ -1,0 +1,38 @@
+# Two entry points: `make run` (the node, embedded broker, web UI) and `make test` (the whole suite).
+PY ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+ARGS ?=
+
+.PHONY: run test lint schemas bench deps clean
+
+deps:
+	@scripts/system-deps.sh
+
+$(STAMP): pyproject.toml
+	@test -x $(BIN)/python || $(PY) -m venv $(VENV)
+	@$(BIN)/python -m pip install -q --upgrade pip
+	@$(BIN)/python -m pip install -q -e '.[dev]'
+	@touch $(STAMP)
+
+run: deps $(STAMP)
+	$(BIN)/milo run $(ARGS)
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy
+
+test: deps $(STAMP) lint
+	$(BIN)/milo schemas --check
+	$(BIN)/pytest
+
+schemas: $(STAMP)
+	$(BIN)/milo schemas
+
+bench: deps $(STAMP)
+	$(BIN)/python -m bench
+
+clean:
+	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache

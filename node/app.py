@@ -1,0 +1,158 @@
+"""The node process: start the broker (or connect to one), the HTTP port, every subsystem; stop in reverse."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Sequence
+from typing import Any
+
+from broker import BrokerSettings, EmbeddedBroker, InboundMessage
+from node import __version__, registry
+from node.bus import Bus, BrokerURL, LocalBus, MqttBus
+from node.config import NodeConfig
+from node.store import Store
+from node.subsystem import Backoff, NodeFacts, Runner, StatusBoard, Subsystem
+from node.topics import Topics
+from node.web import WebServer, tcp_proxy
+
+logger = logging.getLogger(__name__)
+
+READY_TIMEOUT = 5.0
+
+
+class Node:
+    """One node: `await node.start()`, then `await node.stop()`."""
+
+    def __init__(
+        self,
+        config: NodeConfig,
+        subsystems: Sequence[type[Subsystem[Any, Any]]] = registry.ALL,
+        *,
+        backoff: Backoff | None = None,
+    ) -> None:
+        self.config = config
+        self.topics = Topics(config.node_id)
+        selected = [cls for cls in subsystems if not config.only or cls.name in config.only]
+        self.classes = selected
+        self.backoff = backoff
+        self.board = StatusBoard()
+        self.broker: EmbeddedBroker | None = None
+        self.bus: Bus | None = None
+        self.web: WebServer | None = None
+        self.runners: list[Runner] = []
+        self.started = time.time()
+
+    @property
+    def mqtt_port(self) -> int | None:
+        return self.broker.port if self.broker else None
+
+    @property
+    def http_port(self) -> int | None:
+        return self.web.port if self.web else None
+
+    async def start(self) -> None:
+        cfg = self.config
+        cfg.data_dir.mkdir(parents=True, exist_ok=True)
+        if cfg.broker:
+            url = BrokerURL.parse(cfg.broker)
+            bus: Bus = MqttBus(url, will_topic=self.topics.status, client_prefix=f"milo-{cfg.node_id}")
+            await bus.start()
+            on_mqtt = tcp_proxy(url.host, url.port)
+        else:
+            self.broker = EmbeddedBroker(
+                BrokerSettings(
+                    retained_path=cfg.data_dir / "broker" / "retained.json",
+                    host=cfg.bind,
+                    port=cfg.mqtt_port,
+                    max_packet=cfg.mqtt.max_payload + 1024,  # room for the topic and headers
+                    flush_delay=cfg.mqtt.retained_flush_s,
+                    keepalive_grace=cfg.mqtt.keepalive_grace_s,
+                    force_retained={self.topics.status: "offline"},
+                )
+            )
+            await self.broker.start()
+            local = LocalBus(self.broker)
+            self.broker.set_listener(lambda m: local.deliver(m.topic, m.payload, m.retain))
+            bus = local
+            on_mqtt = self.broker.ws_connected
+        self.bus = bus
+        self.web = WebServer(
+            cfg.web_root, on_mqtt, host=cfg.bind, port=cfg.http_port, max_message=cfg.mqtt.max_payload + 1024
+        )
+        await self.web.start()
+        facts = NodeFacts(
+            node_id=cfg.node_id,
+            version=__version__,
+            started=self.started,
+            broker=bus.description,
+            http_port=self.http_port,
+            mqtt_port=self.mqtt_port,
+            board=self.board,
+        )
+        store = Store(cfg.data_dir)
+        for cls in self.classes:
+            runner = Runner(
+                cls,
+                topics=self.topics,
+                bus=bus,
+                store=store,
+                node=facts,
+                file_config=cfg.subsystems.get(cls.name, {}),
+                backoff=Backoff(**vars(self.backoff)) if self.backoff else None,
+            )
+            self.runners.append(runner)
+            await runner.start()
+        waits = [asyncio.create_task(r.ready.wait()) for r in self.runners]
+        if waits:
+            _, pending = await asyncio.wait(waits, timeout=READY_TIMEOUT)
+            for task in pending:
+                task.cancel()
+        await bus.publish(self.topics.status, b"online", retain=True)
+        bus.on_connect(self._republish)
+        self._log_start()
+
+    def _log_start(self) -> None:
+        where = self.bus.description if self.bus else "?"
+        mqtt = f"mqtt port {self.mqtt_port}" if self.mqtt_port is not None else f"broker {where}"
+        logger.info(
+            "node %s online (%s, http port %s, base %s)", self.config.node_id, mqtt, self.http_port, self.topics.base
+        )
+        for runner in self.runners:
+            detail = f" ({runner.detail})" if runner.detail else ""
+            logger.info("  %-12s %s%s", runner.name, runner.status.value, detail)
+
+    async def _republish(self) -> None:
+        assert self.bus is not None
+        await self.bus.publish(self.topics.status, b"online", retain=True)
+        for runner in self.runners:
+            await runner.republish()
+
+    async def stop(self) -> None:
+        for runner in reversed(self.runners):
+            await runner.stop()
+        if self.bus is not None:
+            await self.bus.publish(self.topics.status, b"offline", retain=True)
+        if self.web is not None:
+            await self.web.stop()
+        if self.broker is not None:
+            await self.broker.drain()
+            await self.broker.stop()
+        if self.bus is not None:
+            await self.bus.stop()
+
+
+async def serve(config: NodeConfig, stop: asyncio.Event) -> None:
+    """Run a node until `stop` is set (SIGTERM/SIGINT in the CLI)."""
+    node = Node(config)
+    try:
+        await node.start()
+        await stop.wait()
+    finally:
+        with contextlib.suppress(Exception):
+            await node.stop()
+
+
+__all__ = ["InboundMessage", "Node", "serve"]

@@ -1,0 +1,148 @@
+"""The node's configuration: defaults < TOML file < MILO_* environment < command line, validated as a whole."""
+
+from __future__ import annotations
+
+import difflib
+import logging
+import os
+import tomllib
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from node.errors import ConfigError
+from node.topics import default_node_id, valid_node_id
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+SYSTEM_CONFIG = Path("/etc/milo/milo.toml")
+SYSTEM_DATA_DIR = Path("/var/lib/milo")
+
+
+def default_data_dir() -> Path:
+    """/var/lib/milo where this user may write there (an installed Pi), else the user's data dir."""
+    if SYSTEM_DATA_DIR.is_dir() and os.access(SYSTEM_DATA_DIR, os.W_OK):
+        return SYSTEM_DATA_DIR
+    xdg = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
+    return Path(xdg) / "milo"
+
+
+class MqttOptions(BaseModel):
+    """The embedded broker's limits (`[mqtt]` in the config file)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    max_payload: int = Field(default=1024 * 1024, ge=1024, le=256 * 1024 * 1024)
+    retained_flush_s: float = Field(default=1.0, ge=0.0, le=60.0)
+    keepalive_grace_s: int = Field(default=2, ge=0, le=60)
+
+
+class NodeConfig(BaseModel):
+    """Settings of the node process; subsystem sections are validated by each subsystem's own model."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    node_id: str = Field(default_factory=default_node_id)
+    data_dir: Path = Field(default_factory=default_data_dir)
+    bind: str = "0.0.0.0"
+    mqtt_port: int = Field(default=1883, ge=0, le=65535)
+    http_port: int = Field(default=8080, ge=0, le=65535)
+    broker: str | None = None
+    only: list[str] = Field(default_factory=list)
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+    web_root: Path = REPO_ROOT / "web"
+    mqtt: MqttOptions = Field(default_factory=MqttOptions)
+    subsystems: dict[str, dict[str, Any]] = Field(default_factory=dict)
+
+    @field_validator("node_id")
+    @classmethod
+    def _node_id(cls, value: str) -> str:
+        if not valid_node_id(value):
+            raise ValueError("must match [a-z0-9_-]+")
+        return value
+
+    @field_validator("only", mode="before")
+    @classmethod
+    def _split(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return [v for v in value.replace(",", " ").split() if v]
+        return value
+
+
+ENV_KEYS = ("node_id", "data_dir", "bind", "mqtt_port", "http_port", "broker", "only", "log_level", "web_root")
+
+
+def read_file(path: Path) -> dict[str, Any]:
+    try:
+        with path.open("rb") as f:
+            return tomllib.load(f)
+    except FileNotFoundError as exc:
+        raise ConfigError(f"config file {path} not found") from exc
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"config file {path}: {exc}") from exc
+
+
+def load(
+    *,
+    subsystem_names: Sequence[str],
+    config_file: Path | None = None,
+    env: Mapping[str, str] | None = None,
+    cli: Mapping[str, Any] | None = None,
+) -> NodeConfig:
+    """Merge every source and validate; a ConfigError lists every problem at once."""
+    env = os.environ if env is None else env
+    raw: dict[str, Any] = {}
+    path = config_file or (Path(env["MILO_CONFIG"]) if env.get("MILO_CONFIG") else None)
+    if path is None and SYSTEM_CONFIG.exists():
+        path = SYSTEM_CONFIG
+    problems: list[str] = []
+    if path is not None:
+        raw = read_file(path)
+    sections: dict[str, dict[str, Any]] = {}
+    for key in list(raw):
+        value = raw[key]
+        if key in subsystem_names and isinstance(value, dict):
+            sections[key] = raw.pop(key)
+        elif isinstance(value, dict) and key != "mqtt":
+            close = difflib.get_close_matches(key, list(subsystem_names), n=1)
+            hint = f" (did you mean [{close[0]}]?)" if close else ""
+            problems.append(f"[{key}]: no such subsystem{hint}")
+            raw.pop(key)
+    for key in ENV_KEYS:
+        value = env.get(f"MILO_{key.upper()}")
+        if value not in (None, ""):
+            raw[key] = value
+    for key, value in (cli or {}).items():
+        if value is not None:
+            raw[key] = value
+    raw["subsystems"] = sections
+    try:
+        config = NodeConfig.model_validate(raw)
+    except ValidationError as exc:
+        known = list(NodeConfig.model_fields)
+        for err in exc.errors():
+            loc = ".".join(str(p) for p in err["loc"])
+            msg = err["msg"]
+            if err["type"] == "extra_forbidden":
+                close = difflib.get_close_matches(str(err["loc"][-1]), known, n=1)
+                msg = "unknown key" + (f" (did you mean {close[0]!r}?)" if close else "")
+            problems.append(f"{loc}: {msg}")
+        config = None
+    unknown = [name for name in (config.only if config else []) if name not in subsystem_names]
+    if unknown:
+        problems.append(f"--only: unknown subsystem(s) {unknown}; known: {', '.join(subsystem_names)}")
+    if problems or config is None:
+        where = f" ({path})" if path else ""
+        raise ConfigError(f"invalid configuration{where}:\n  " + "\n  ".join(problems))
+    return config
+
+
+def setup_logging(level: str) -> None:
+    logging.basicConfig(
+        level=getattr(logging, level.upper()),
+        format="%(asctime)s %(levelname)-7s %(name)s: %(message)s",
+    )
+    # amqtt logs every connection at INFO; keep the node's own lines readable.
+    if level != "debug":
+        logging.getLogger("amqtt").setLevel(logging.WARNING)

@@ -1,0 +1,124 @@
+"""The `info` subsystem: version, host, addresses, uptime, temperature and every subsystem's status."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import platform
+import socket
+import time
+from pathlib import Path
+from typing import Any
+
+import psutil
+from pydantic import BaseModel, ConfigDict, Field
+
+from node import SCHEMA_VERSION
+from node.subsystem import Status, Subsystem, SubsystemConfig
+
+THERMAL = Path("/sys/class/thermal/thermal_zone0/temp")
+# Raspberry Pi firmware's under-voltage / throttling bit field (absent elsewhere).
+THROTTLED = Path("/sys/devices/platform/soc/soc:firmware/get_throttled")
+
+
+class SubsystemStatus(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    status: Status
+    detail: str = ""
+
+
+class InfoState(BaseModel):
+    """Retained `<base>/info`: what this node is and how its parts are doing."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    node_id: str = ""
+    version: str = ""
+    schema_version: int = SCHEMA_VERSION
+    host: str = ""
+    platform: str = ""
+    python: str = ""
+    addresses: list[str] = Field(default_factory=list, description="non-loopback IP addresses")
+    broker: str = Field(default="", description="'embedded' or the external broker's URL (no password)")
+    mqtt_port: int | None = None
+    http_port: int | None = None
+    started_at: float = Field(default=0.0, description="Unix time the node started")
+    uptime_s: int = 0
+    cpu_temp_c: float | None = None
+    throttled: str | None = Field(default=None, description="Raspberry Pi get_throttled bits, hex")
+    rss_mb: float | None = None
+    subsystems: dict[str, SubsystemStatus] = Field(default_factory=dict)
+
+
+class InfoConfig(SubsystemConfig):
+    refresh_s: int = Field(default=60, ge=5, le=3600, description="how often uptime/temperature are refreshed")
+
+
+def _read(path: Path) -> str | None:
+    try:
+        return path.read_text().strip()
+    except OSError:
+        return None
+
+
+def addresses() -> list[str]:
+    found: list[str] = []
+    for addrs in psutil.net_if_addrs().values():
+        for a in addrs:
+            if a.family in (socket.AF_INET, socket.AF_INET6) and not a.address.startswith(("127.", "::1", "fe80")):
+                found.append(a.address.split("%")[0])
+    return sorted(set(found))
+
+
+class Info(Subsystem[InfoState, InfoConfig]):
+    name = "info"
+    description = "version, host, addresses, uptime, CPU temperature and the status of every subsystem"
+    State = InfoState
+    Config = InfoConfig
+
+    def _snapshot(self) -> dict[str, Any]:
+        node = self.ctx.node
+        temp = _read(THERMAL)
+        proc = psutil.Process()
+        return {
+            "node_id": node.node_id,
+            "version": node.version,
+            "host": socket.gethostname(),
+            "platform": platform.platform(terse=True),
+            "python": platform.python_version(),
+            "addresses": addresses(),
+            "broker": node.broker,
+            "mqtt_port": node.mqtt_port,
+            "http_port": node.http_port,
+            "started_at": round(node.started, 3),
+            "uptime_s": int(time.time() - node.started),
+            "cpu_temp_c": round(int(temp) / 1000, 1) if temp and temp.lstrip("-").isdigit() else None,
+            "throttled": _read(THROTTLED),
+            "rss_mb": round(proc.memory_info().rss / 2**20, 1),
+            "subsystems": {
+                name: {"status": status, "detail": detail} for name, (status, detail) in node.board.entries.items()
+            },
+        }
+
+    async def setup(self) -> None:
+        self.state = InfoState.model_validate(self._snapshot())
+
+    async def on_get(self) -> None:
+        self.state = InfoState.model_validate(self._snapshot())
+
+    async def run(self) -> None:
+        changed = asyncio.Event()
+        unlisten = self.ctx.node.board.listen(changed.set)
+        try:
+            while True:
+                # Status changes are published at once; uptime and temperature every refresh_s.
+                changed.clear()
+                await self.set_state(**self._snapshot())
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(changed.wait(), self.config.refresh_s)
+        finally:
+            unlisten()
+
+    async def on_config(self, old: InfoConfig, new: InfoConfig) -> bool:
+        return False  # restart: the refresh loop picks the new period up

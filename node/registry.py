@@ -1,0 +1,22 @@
+"""Every subsystem class the node knows, in start order; looked up by name for --only, schemas and tests."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from node.info import Info
+from node.subsystem import Subsystem
+
+# Explicit and type-checked (see shared/STYLE.md §6): a new subsystem is one line here.
+ALL: tuple[type[Subsystem[Any, Any]], ...] = (Info,)
+
+
+def names() -> list[str]:
+    return [cls.name for cls in ALL]
+
+
+def by_name(name: str) -> type[Subsystem[Any, Any]]:
+    for cls in ALL:
+        if cls.name == name:
+            return cls
+    raise KeyError(name)

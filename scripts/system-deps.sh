@@ -1,0 +1,26 @@
+#!/usr/bin/env bash
+# Installs the Debian / Raspberry Pi OS packages the node and its tests need, only when one is missing.
+# Called by `make run`, `make test` and .ci/run; never install these by hand.
+set -euo pipefail
+
+packages=(
+    python3-venv
+    mosquitto          # the external broker the contract tests and the benchmark compare against
+    mosquitto-clients  # mosquitto_pub / mosquitto_sub, used in the README examples and tests
+)
+
+missing=()
+for p in "${packages[@]}"; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+[ ${#missing[@]} -eq 0 ] && exit 0
+
+echo "system-deps: installing ${missing[*]}" >&2
+sudo=""
+[ "$(id -u)" -eq 0 ] || sudo="sudo"
+$sudo apt-get update -qq
+DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+# The Debian package enables a system-wide mosquitto on 1883; the node's embedded broker wants that port.
+if command -v systemctl >/dev/null 2>&1 && systemctl is-enabled mosquitto >/dev/null 2>&1; then
+    $sudo systemctl disable --now mosquitto >/dev/null 2>&1 || true
+fi
