@@ -1,4 +1,4 @@
-"""The node's embedded MQTT broker: amqtt 0.12.1 with its known bugs patched and a retained store of its own."""
+"""The embedded MQTT broker: amqtt 0.12.1 with its known bugs patched and a retained store of its own."""
 
 from broker.embedded import BrokerSettings, EmbeddedBroker, InboundMessage
 

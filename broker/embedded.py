@@ -11,6 +11,7 @@ from typing import Any
 
 from amqtt.adapters import WebSocketsReader, WebSocketsWriter
 from amqtt.broker import Broker
+from amqtt.errors import BrokerError
 from amqtt.plugins.base import BasePlugin
 
 from broker import patches
@@ -96,7 +97,16 @@ class EmbeddedBroker:
                 self._relay = plugin
             elif isinstance(plugin, RetainedStore):
                 self._store = plugin
-        await self._broker.start()
+        try:
+            await self._broker.start()
+        except BrokerError as exc:
+            cause = exc.__cause__
+            if isinstance(cause, OSError):
+                # The usual case: another broker (a system mosquitto) already has the port.
+                raise OSError(
+                    cause.errno, f"MQTT port {self.settings.host}:{self.settings.port}: {cause}"
+                ) from exc
+            raise
 
     @property
     def _b(self) -> Broker:
@@ -129,7 +139,9 @@ class EmbeddedBroker:
 
     async def ws_connected(self, websocket: Any) -> None:
         """Serve one MQTT-over-WebSocket connection that the HTTP server accepted."""
-        await self._b.external_connected(WebSocketsReader(websocket), WebSocketsWriter(websocket), WS_LISTENER)
+        await self._b.external_connected(
+            WebSocketsReader(websocket), WebSocketsWriter(websocket), WS_LISTENER
+        )
 
     async def drain(self, timeout: float = 1.0) -> None:
         """Wait until queued messages went out (the last `offline` before a shutdown must reach clients)."""

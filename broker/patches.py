@@ -34,9 +34,14 @@ class _LimitedFixedHeader(MQTTFixedHeader):  # type: ignore[misc]
         return header
 
 
+_closing: set[asyncio.Future[Any]] = set()  # keeps the close tasks referenced until done
+
+
 def _close_on_keepalive_timeout(self: BrokerProtocolHandler) -> None:
     # B2: amqtt's handler ignores the keep-alive timeout, so a vanished client never gets its will sent.
-    asyncio.ensure_future(self.handle_connection_closed())
+    task = asyncio.ensure_future(self.handle_connection_closed())
+    _closing.add(task)
+    task.add_done_callback(_closing.discard)
 
 
 _original_replay = Broker._publish_retained_messages_for_subscription

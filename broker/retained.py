@@ -42,6 +42,8 @@ class RetainedStore(BasePlugin):  # type: ignore[misc]
 
     @dataclass
     class Config:
+        """The plugin's section in the broker config."""
+
         path: str = "retained.json"
         # Saves are coalesced: a burst of state changes costs one write, at most this late.
         flush_delay: float = 1.0
@@ -58,7 +60,9 @@ class RetainedStore(BasePlugin):  # type: ignore[misc]
     async def on_broker_pre_start(self) -> None:
         self._load()
         for topic, payload in self.config.force.items():
-            self.context.retained_messages[topic] = RetainedApplicationMessage(None, topic, payload.encode(), 1)
+            self.context.retained_messages[topic] = RetainedApplicationMessage(
+                None, topic, payload.encode(), 1
+            )
         self._task = asyncio.create_task(self._flusher(), name="retained-store")
 
     def _load(self) -> None:
@@ -73,7 +77,9 @@ class RetainedStore(BasePlugin):  # type: ignore[misc]
             aside = self._path.with_name(self._path.name + ".corrupt")
             with contextlib.suppress(OSError):
                 os.replace(self._path, aside)
-            logger.error("retained store %s unreadable (%s); moved to %s, starting empty", self._path, exc, aside)
+            logger.error(
+                "retained store %s unreadable (%s); moved to %s, starting empty", self._path, exc, aside
+            )
             self.context.retained_messages.clear()
         else:
             logger.info("retained store: %d messages restored from %s", len(entries), self._path)

@@ -11,7 +11,7 @@ from typing import Any
 
 from broker import BrokerSettings, EmbeddedBroker, InboundMessage
 from node import __version__, registry
-from node.bus import Bus, BrokerURL, LocalBus, MqttBus
+from node.bus import BrokerURL, Bus, LocalBus, MqttBus
 from node.config import NodeConfig
 from node.store import Store
 from node.subsystem import Backoff, NodeFacts, Runner, StatusBoard, Subsystem
@@ -118,7 +118,11 @@ class Node:
         where = self.bus.description if self.bus else "?"
         mqtt = f"mqtt port {self.mqtt_port}" if self.mqtt_port is not None else f"broker {where}"
         logger.info(
-            "node %s online (%s, http port %s, base %s)", self.config.node_id, mqtt, self.http_port, self.topics.base
+            "node %s online (%s, http port %s, base %s)",
+            self.config.node_id,
+            mqtt,
+            self.http_port,
+            self.topics.base,
         )
         for runner in self.runners:
             detail = f" ({runner.detail})" if runner.detail else ""

@@ -1,4 +1,4 @@
-"""The one interface subsystems publish and subscribe through: in-process to the embedded broker, or aiomqtt."""
+"""How subsystems publish and subscribe through: in-process to the embedded broker, or aiomqtt."""
 
 from __future__ import annotations
 
@@ -42,7 +42,7 @@ class Bus(ABC):
         self._on_connect: list[ConnectCallback] = []
 
     def on_connect(self, callback: ConnectCallback) -> None:
-        """Called after every reconnection (not the first connection): republish what the broker may have lost."""
+        """Called after every reconnection (not the first): republish what the broker may have lost."""
         self._on_connect.append(callback)
 
     def _dispatch(self, message: Message) -> None:
@@ -57,7 +57,9 @@ class Bus(ABC):
     async def stop(self) -> None: ...
 
     @abstractmethod
-    async def publish(self, topic: str, payload: bytes | str, *, retain: bool = False, qos: int = 1) -> None: ...
+    async def publish(
+        self, topic: str, payload: bytes | str, *, retain: bool = False, qos: int = 1
+    ) -> None: ...
 
     @abstractmethod
     async def subscribe(self, topic_filter: str, handler: Handler) -> None:

@@ -21,14 +21,22 @@ def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="milo", description="Milo audio node: MQTT is its one and only API.")
     sub = p.add_subparsers(dest="cmd", required=True)
     run = sub.add_parser("run", help="run the node (embedded broker, web UI, subsystems)")
-    run.add_argument("--config", type=Path, help="TOML config file (default: $MILO_CONFIG, /etc/milo/milo.toml)")
+    run.add_argument(
+        "--config", type=Path, help="TOML config file (default: $MILO_CONFIG, /etc/milo/milo.toml)"
+    )
     run.add_argument("--node-id", help="node id, [a-z0-9_-]+ (default: host name)")
-    run.add_argument("--data-dir", type=Path, help="where state is kept (default: /var/lib/milo or ~/.local/share)")
+    run.add_argument(
+        "--data-dir", type=Path, help="where state is kept (default: /var/lib/milo or ~/.local/share)"
+    )
     run.add_argument("--bind", help="address the broker and HTTP port listen on (default 0.0.0.0)")
     run.add_argument("--mqtt-port", type=int, help="embedded broker TCP port (default 1883; 0 = a free one)")
-    run.add_argument("--http-port", type=int, help="web UI and MQTT-over-WebSocket port (default 8080; 0 = free)")
+    run.add_argument(
+        "--http-port", type=int, help="web UI and MQTT-over-WebSocket port (default 8080; 0 = free)"
+    )
     run.add_argument("--broker", help="use an external broker, mqtt://[user:pass@]host:port")
-    run.add_argument("--only", nargs="+", metavar="NAME", help=f"run only these subsystems ({', '.join(registry.names())})")
+    run.add_argument(
+        "--only", nargs="+", metavar="NAME", help=f"run only these subsystems ({', '.join(registry.names())})"
+    )
     run.add_argument("--log-level", choices=["debug", "info", "warning", "error"])
     sch = sub.add_parser("schemas", help="write schemas/ from the models")
     sch.add_argument("--check", action="store_true", help="exit 1 if schemas/ is not current")

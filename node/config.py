@@ -1,4 +1,4 @@
-"""The node's configuration: defaults < TOML file < MILO_* environment < command line, validated as a whole."""
+"""Node configuration: defaults < TOML file < MILO_* environment < command line, checked as a whole."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from node.errors import ConfigError
+from node.errors import ConfigError, validation_messages
 from node.topics import default_node_id, valid_node_id
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -70,7 +70,17 @@ class NodeConfig(BaseModel):
         return value
 
 
-ENV_KEYS = ("node_id", "data_dir", "bind", "mqtt_port", "http_port", "broker", "only", "log_level", "web_root")
+ENV_KEYS = (
+    "node_id",
+    "data_dir",
+    "bind",
+    "mqtt_port",
+    "http_port",
+    "broker",
+    "only",
+    "log_level",
+    "web_root",
+)
 
 
 def read_file(path: Path) -> dict[str, Any]:
@@ -83,23 +93,12 @@ def read_file(path: Path) -> dict[str, Any]:
         raise ConfigError(f"config file {path}: {exc}") from exc
 
 
-def load(
-    *,
-    subsystem_names: Sequence[str],
-    config_file: Path | None = None,
-    env: Mapping[str, str] | None = None,
-    cli: Mapping[str, Any] | None = None,
-) -> NodeConfig:
-    """Merge every source and validate; a ConfigError lists every problem at once."""
-    env = os.environ if env is None else env
-    raw: dict[str, Any] = {}
-    path = config_file or (Path(env["MILO_CONFIG"]) if env.get("MILO_CONFIG") else None)
-    if path is None and SYSTEM_CONFIG.exists():
-        path = SYSTEM_CONFIG
-    problems: list[str] = []
-    if path is not None:
-        raw = read_file(path)
+def _split_sections(
+    raw: dict[str, Any], subsystem_names: Sequence[str]
+) -> tuple[dict[str, dict[str, Any]], list[str]]:
+    """Take the `[subsystem]` tables out of `raw`; a table that names no subsystem is a problem."""
     sections: dict[str, dict[str, Any]] = {}
+    problems: list[str] = []
     for key in list(raw):
         value = raw[key]
         if key in subsystem_names and isinstance(value, dict):
@@ -109,6 +108,23 @@ def load(
             hint = f" (did you mean [{close[0]}]?)" if close else ""
             problems.append(f"[{key}]: no such subsystem{hint}")
             raw.pop(key)
+    return sections, problems
+
+
+def load(
+    *,
+    subsystem_names: Sequence[str],
+    config_file: Path | None = None,
+    env: Mapping[str, str] | None = None,
+    cli: Mapping[str, Any] | None = None,
+) -> NodeConfig:
+    """Merge every source and validate; a ConfigError lists every problem at once."""
+    env = os.environ if env is None else env
+    path = config_file or (Path(env["MILO_CONFIG"]) if env.get("MILO_CONFIG") else None)
+    if path is None and SYSTEM_CONFIG.exists():
+        path = SYSTEM_CONFIG
+    raw = read_file(path) if path is not None else {}
+    sections, problems = _split_sections(raw, subsystem_names)
     for key in ENV_KEYS:
         value = env.get(f"MILO_{key.upper()}")
         if value not in (None, ""):
@@ -120,14 +136,7 @@ def load(
     try:
         config = NodeConfig.model_validate(raw)
     except ValidationError as exc:
-        known = list(NodeConfig.model_fields)
-        for err in exc.errors():
-            loc = ".".join(str(p) for p in err["loc"])
-            msg = err["msg"]
-            if err["type"] == "extra_forbidden":
-                close = difflib.get_close_matches(str(err["loc"][-1]), known, n=1)
-                msg = "unknown key" + (f" (did you mean {close[0]!r}?)" if close else "")
-            problems.append(f"{loc}: {msg}")
+        problems += validation_messages(exc, NodeConfig)
         config = None
     unknown = [name for name in (config.only if config else []) if name not in subsystem_names]
     if unknown:

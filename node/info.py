@@ -49,10 +49,13 @@ class InfoState(BaseModel):
     throttled: str | None = Field(default=None, description="Raspberry Pi get_throttled bits, hex")
     rss_mb: float | None = None
     subsystems: dict[str, SubsystemStatus] = Field(default_factory=dict)
+    notices: list[str] = Field(default_factory=list, description="problems found since start, newest last")
 
 
 class InfoConfig(SubsystemConfig):
-    refresh_s: int = Field(default=60, ge=5, le=3600, description="how often uptime/temperature are refreshed")
+    refresh_s: int = Field(
+        default=60, ge=5, le=3600, description="how often uptime/temperature are refreshed"
+    )
 
 
 def _read(path: Path) -> str | None:
@@ -66,7 +69,9 @@ def addresses() -> list[str]:
     found: list[str] = []
     for addrs in psutil.net_if_addrs().values():
         for a in addrs:
-            if a.family in (socket.AF_INET, socket.AF_INET6) and not a.address.startswith(("127.", "::1", "fe80")):
+            if a.family in (socket.AF_INET, socket.AF_INET6) and not a.address.startswith(
+                ("127.", "::1", "fe80")
+            ):
                 found.append(a.address.split("%")[0])
     return sorted(set(found))
 
@@ -97,8 +102,10 @@ class Info(Subsystem[InfoState, InfoConfig]):
             "throttled": _read(THROTTLED),
             "rss_mb": round(proc.memory_info().rss / 2**20, 1),
             "subsystems": {
-                name: {"status": status, "detail": detail} for name, (status, detail) in node.board.entries.items()
+                name: {"status": status, "detail": detail}
+                for name, (status, detail) in node.board.entries.items()
             },
+            "notices": list(node.board.notices),
         }
 
     async def setup(self) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
@@ -59,14 +60,23 @@ def echo(payload: bytes) -> str:
     return payload[:ECHO_LIMIT].decode("utf-8", errors="replace")
 
 
+RELATIVE = re.compile(r"^[+-]\d+(\.\d+)?$")
+
+
 def decode_command(payload: bytes) -> Any:
-    """JSON if it parses, else the stripped text: `40` -> 40, `{"percent": 40}` -> dict, `+5` -> "+5"."""
+    """JSON if it parses, else the stripped text: `40` -> 40, `{"percent": 40}` -> dict, `+5` -> "+5".
+
+    A leading sign always means relative (`-5` is "five less", as on a knob), so signed numbers stay
+    text for the subsystem's `parse_text` even though `-5` is valid JSON.
+    """
     try:
         text = payload.decode("utf-8").strip()
     except UnicodeDecodeError as exc:
         raise CommandError("invalid_encoding", "payload is not UTF-8 text") from exc
     if not text:
         raise CommandError("empty_payload", "empty command")
+    if RELATIVE.match(text):
+        return text
     try:
         return json.loads(text)
     except ValueError:

@@ -38,7 +38,9 @@ def generate(classes: Sequence[type[Subsystem[Any, Any]]] = registry.ALL) -> dic
     files: dict[str, dict[str, Any]] = {}
     rows: list[tuple[str, str, str, str]] = []  # topic, direction, retained, schema
 
-    def add(name: str, source: type[BaseModel] | TypeAdapter[Any], title: str, row: tuple[str, str, str]) -> None:
+    def add(
+        name: str, source: type[BaseModel] | TypeAdapter[Any], title: str, row: tuple[str, str, str]
+    ) -> None:
         files[name] = _schema(source, title, name)
         rows.append((row[0], row[1], row[2], f"[{name}]({name})"))
 
@@ -56,7 +58,12 @@ def generate(classes: Sequence[type[Subsystem[Any, Any]]] = registry.ALL) -> dic
         rows.append((f"{topic}/config/set", "command", "no", "partial object of the config schema"))
         rows.append((f"{topic}/get", "command", "no", "republishes the state; optional `reply_to`/`id`"))
         for verb, model in cls.requests.items():
-            add(f"{slug}.{verb}.request.json", model, f"{topic}/{verb} request", (f"{topic}/{verb}", "request", "no"))
+            add(
+                f"{slug}.{verb}.request.json",
+                model,
+                f"{topic}/{verb} request",
+                (f"{topic}/{verb}", "request", "no"),
+            )
     out = {name: json.dumps(body, indent=2, sort_keys=True) + "\n" for name, body in sorted(files.items())}
     out["README.md"] = _readme(rows, classes)
     return out

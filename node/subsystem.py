@@ -1,10 +1,9 @@
-"""The Subsystem base class, its statuses, and the runner that supervises one subsystem and speaks its topics."""
+"""The Subsystem base class, its statuses, and the runner that supervises one subsystem and its topics."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import difflib
 import logging
 import time
 from collections.abc import Callable
@@ -15,7 +14,7 @@ from typing import Any, ClassVar, Generic, TypeVar
 from pydantic import BaseModel, ConfigDict, TypeAdapter, ValidationError
 
 from node.bus import Bus, Message
-from node.errors import CommandError, SubsystemUnavailableError
+from node.errors import CommandError, SubsystemUnavailableError, format_validation
 from node.payloads import ErrorPayload, Reply, Request, decode_command, decode_object, echo
 from node.store import Store, StoredFile
 from node.topics import Topics
@@ -57,7 +56,15 @@ class StatusBoard:
     """Statuses of every subsystem in this process; the `info` subsystem reads it (framework, not a peer)."""
 
     entries: dict[str, tuple[Status, str]] = field(default_factory=dict)
+    # Problems found at start (a corrupt file set aside...): shown in `info`, since the error
+    # events that reported them went out before most clients were connected.
+    notices: list[str] = field(default_factory=list)
     _listeners: list[Callable[[], None]] = field(default_factory=list)
+
+    def notice(self, text: str) -> None:
+        self.notices = [*self.notices[-19:], text]
+        for listener in list(self._listeners):
+            listener()
 
     def set(self, name: str, status: Status, detail: str = "") -> None:
         if self.entries.get(name) == (status, detail):
@@ -187,20 +194,6 @@ class Subsystem(Generic[StateT, ConfigT]):
         self.ctx.save_data(self.data)
 
 
-def format_validation(exc: ValidationError, model: type[BaseModel] | None = None) -> str:
-    """Every error of a validation, one per key, with a did-you-mean for unknown keys."""
-    known = list(model.model_fields) if model is not None else []
-    parts = []
-    for err in exc.errors():
-        loc = ".".join(str(p) for p in err["loc"]) or "value"
-        msg = err["msg"]
-        if err["type"] == "extra_forbidden" and known:
-            close = difflib.get_close_matches(str(err["loc"][-1]), known, n=1)
-            msg = "unknown key" + (f" (did you mean {close[0]!r}?)" if close else "")
-        parts.append(f"{loc}: {msg}")
-    return "; ".join(parts)
-
-
 def merge(base: dict[str, Any], update: dict[str, Any]) -> dict[str, Any]:
     """Deep merge; a None in `update` removes the key (back to the default)."""
     out = dict(base)
@@ -305,6 +298,7 @@ class Runner:
         self._load_problems = result.problems
         for problem in result.problems:
             self.log.error("%s store: %s", self.name, problem)
+            self.node.board.notice(f"{self.name}: {problem}")
         try:
             self.config = self._effective(self.stored.config)
         except ValidationError as exc:
@@ -318,7 +312,9 @@ class Runner:
         for topic in (self.t_set, self.t_get, self.t_config_set, self.t_config_get, *self.t_requests):
             await self.bus.subscribe(topic, self._enqueue)
         for problem in self._load_problems:
-            await self.report(self.topics.of(f"{self.cls.state_topic()}/config"), b"", "corrupt_store", problem)
+            await self.report(
+                self.topics.of(f"{self.cls.state_topic()}/config"), b"", "corrupt_store", problem
+            )
         if self.config is not None:
             await self._publish_config()
             self._apply_enabled()
@@ -414,7 +410,9 @@ class Runner:
                 await self.report(message.topic, message.payload, exc.code, exc.message)
             except Exception as exc:
                 self.log.exception("%s: handling %s failed", self.name, message.topic)
-                await self.report(message.topic, message.payload, "internal_error", f"{type(exc).__name__}: {exc}")
+                await self.report(
+                    message.topic, message.payload, "internal_error", f"{type(exc).__name__}: {exc}"
+                )
 
     async def _handle(self, message: Message) -> None:
         topic = message.topic
@@ -480,7 +478,9 @@ class Runner:
             try:
                 request = self.cls.requests[verb].model_validate(params)
             except ValidationError as exc:
-                raise CommandError("invalid_payload", format_validation(exc, self.cls.requests[verb])) from exc
+                raise CommandError(
+                    "invalid_payload", format_validation(exc, self.cls.requests[verb])
+                ) from exc
             result = await instance.on_request(verb, request)
             if isinstance(result, BaseModel):
                 result = result.model_dump(mode="json")
@@ -539,7 +539,7 @@ class Runner:
     async def report(self, topic: str, payload: bytes, code: str, message: str) -> None:
         """Answer on `<base>/error`; never raises (the error path must not fail)."""
         error = ErrorPayload(topic=topic, payload=echo(payload), error=message, code=code)
-        self.log.info("error %s on %s: %s", code, topic, message)
+        self.log.info("error %s on %s (%r): %s", code, topic, payload[:40], message)
         try:
             await self.bus.publish(self.topics.error, error.model_dump_json().encode())
         except Exception:

@@ -9,7 +9,6 @@ import logging
 import mimetypes
 from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Any
 
 import websockets
 from websockets.asyncio.server import Server, ServerConnection
@@ -36,9 +35,7 @@ TYPES = {
 class WebServer:
     """websockets' server answers plain GETs through `process_request`, so one port serves both."""
 
-    def __init__(
-        self, root: Path, on_mqtt: MqttHandler, *, host: str, port: int, max_message: int
-    ) -> None:
+    def __init__(self, root: Path, on_mqtt: MqttHandler, *, host: str, port: int, max_message: int) -> None:
         self.root = root.resolve()
         self.on_mqtt = on_mqtt
         self.host = host
@@ -74,7 +71,9 @@ class WebServer:
         path = request.path.split("?", 1)[0]
         if path == MQTT_PATH:
             if "upgrade" not in request.headers.get("Connection", "").lower():
-                return _response(http.HTTPStatus.UPGRADE_REQUIRED, b"MQTT over WebSocket only\n", "text/plain")
+                return _response(
+                    http.HTTPStatus.UPGRADE_REQUIRED, b"MQTT over WebSocket only\n", "text/plain"
+                )
             return None
         return self._static(path)
 
@@ -141,5 +140,3 @@ def tcp_proxy(host: str, port: int) -> MqttHandler:
             await ws.close()
 
     return handler
-
-

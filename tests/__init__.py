@@ -1,0 +1,1 @@
+"""Milo's test suite: real brokers, real programs."""

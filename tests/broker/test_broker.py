@@ -1,0 +1,178 @@
+"""The embedded broker: retained store across restarts, size limit, the amqtt bug patches, WebSocket, HTTP."""
+
+from __future__ import annotations
+
+import asyncio
+import struct
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from node.config import MqttOptions
+from tests.conftest import NodeFactory
+from tests.helpers import probe
+
+
+def _remaining(n: int) -> bytes:
+    out = bytearray()
+    while True:
+        byte, n = n % 128, n // 128
+        out.append(byte | (0x80 if n else 0))
+        if not n:
+            return bytes(out)
+
+
+def _str(s: str) -> bytes:
+    return struct.pack("!H", len(s)) + s.encode()
+
+
+def connect_packet(client_id: str, keepalive: int, will: tuple[str, bytes] | None = None) -> bytes:
+    flags = 0x02  # clean session
+    payload = _str(client_id)
+    if will:
+        flags |= 0x04 | 0x08 | 0x20  # will, will QoS 1, will retain
+        payload += _str(will[0]) + struct.pack("!H", len(will[1])) + will[1]
+    body = _str("MQTT") + bytes([4, flags]) + struct.pack("!H", keepalive) + payload
+    return bytes([0x10]) + _remaining(len(body)) + body
+
+
+async def raw_connect(
+    port: int, client_id: str, keepalive: int = 60, will: tuple[str, bytes] | None = None
+) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.write(connect_packet(client_id, keepalive, will))
+    await writer.drain()
+    connack = await asyncio.wait_for(reader.readexactly(4), 5)
+    assert connack[0] == 0x20
+    assert connack[3] == 0, f"refused: {connack!r}"
+    return reader, writer
+
+
+async def test_retained_messages_survive_a_restart(run_node: NodeFactory, tmp_path: Path) -> None:
+    data = tmp_path / "d"
+    async with run_node(data_dir=data) as r, probe(r.port) as p:
+        await p.subscribe("house/#")
+        await p.publish("house/lamp", "on", retain=True)
+        await p.publish("house/gone", "x", retain=True)
+        await p.wait_for("house/gone")
+        await p.publish("house/gone", b"", retain=True)  # cleared: must stay cleared
+        await p.wait_for("house/gone", lambda g: g.payload == b"")
+        await p.publish("house/bin", bytes(range(256)), retain=True)
+        await p.wait_for("house/bin")
+    async with run_node(data_dir=data) as r, probe(r.port) as p:
+        await p.subscribe("house/#", f"{r.base}/status")
+        await p.wait_for(f"{r.base}/status")
+        lamp = await p.wait_for("house/lamp")
+        assert (lamp.text, lamp.retain) == ("on", True)
+        assert (await p.wait_for("house/bin")).payload == bytes(range(256))
+        await p.quiet("house/gone", after=0, probe_topic="test/flush")
+
+
+async def test_stale_online_is_never_served_after_a_kill(run_node: NodeFactory, tmp_path: Path) -> None:
+    # A store written while the node was online (as a SIGKILL leaves it) must not announce it online
+    # before the node is: the store forces `offline` before listeners open.
+    data = tmp_path / "d"
+    async with run_node(data_dir=data) as r:
+        assert r.node.broker is not None
+        r.node.broker.flush()  # the store now holds status=online, as after a kill
+        base = r.base
+    store = (data / "broker" / "retained.json").read_text()
+    assert base + "/status" in store
+    async with run_node(data_dir=data) as r, probe(r.port) as p:
+        await p.subscribe(f"{base}/status")
+        assert (await p.wait_for(f"{base}/status")).text == "online"
+
+
+async def test_oversized_packet_closes_only_that_connection(run_node: NodeFactory) -> None:
+    async with run_node(mqtt=MqttOptions(max_payload=4096)) as r, probe(r.port) as p:
+        await p.subscribe(f"{r.base}/status", "big/#")
+        await p.wait_for(f"{r.base}/status")
+        reader, writer = await raw_connect(r.port, "big-sender")
+        body = _str("big/x") + b"z" * 100_000
+        # Announce the whole packet but send only part: the limit acts on the header, before the body.
+        writer.write(bytes([0x30]) + _remaining(len(body)) + body[:1000])
+        await writer.drain()
+        assert await asyncio.wait_for(reader.read(), 5) == b""  # closed by the broker
+        writer.close()
+        # Within the limit is fine, and the others were never disturbed.
+        await p.publish("big/ok", b"y" * 3000)
+        assert len((await p.wait_for("big/ok")).payload) == 3000
+
+
+async def test_no_unsolicited_retained_messages_on_connect(run_node: NodeFactory) -> None:
+    async with run_node() as r, probe(r.port) as watcher:
+        await watcher.subscribe(f"{r.base}/#")  # somebody holds a wide filter
+        await watcher.wait_for(f"{r.base}/status")
+        async with probe(r.port) as quiet:
+            # Subscribed to nothing but a flush topic: B1 made amqtt replay every retained message.
+            await quiet.quiet(f"{r.base}/status", after=0, probe_topic="test/flush")
+            assert [g.topic for g in quiet.seen] == ["test/flush"]
+            await quiet.subscribe(f"{r.base}/status")
+            await quiet.wait_for(f"{r.base}/status")
+            assert len(quiet.on(f"{r.base}/status")) == 1  # and exactly once, not duplicated
+
+
+async def test_silent_client_is_dropped_and_its_will_sent(run_node: NodeFactory) -> None:
+    async with run_node(mqtt=MqttOptions(keepalive_grace_s=1)) as r, probe(r.port) as p:
+        await p.subscribe("wills/#")
+        _, writer = await raw_connect(r.port, "silent", keepalive=1, will=("wills/silent", b"gone"))
+        # It never sends PINGREQ: keep-alive 1 s x 1.5 + 1 s grace, then the will (B2).
+        will = await p.wait_for("wills/silent", timeout=8)
+        assert will.text == "gone"
+        writer.close()
+
+
+async def test_mqtt_over_websocket_on_the_http_port(run_node: NodeFactory) -> None:
+    async with run_node() as r:
+        http_port = r.node.http_port
+        assert http_port is not None
+        async with probe(http_port, transport="websockets") as ws, probe(r.port) as tcp:
+            await ws.subscribe(f"{r.base}/status", f"{r.base}/counter")
+            assert (await ws.wait_for(f"{r.base}/status")).text == "online"
+            await ws.publish(f"{r.base}/counter/set", "4")
+            await ws.wait_for(f"{r.base}/counter", lambda g: g.json()["value"] == 4)
+            await tcp.subscribe(f"{r.base}/counter")
+            assert (await tcp.wait_for(f"{r.base}/counter")).json()["value"] == 4
+
+
+async def test_mqtt_over_websocket_proxied_to_an_external_broker(run_node: NodeFactory) -> None:
+    async with run_node("mosquitto") as r:
+        assert r.node.http_port is not None
+        async with probe(r.node.http_port, transport="websockets") as ws:
+            await ws.subscribe(f"{r.base}/status")
+            assert (await ws.wait_for(f"{r.base}/status")).text == "online"
+
+
+def _get(url: str) -> tuple[int, bytes, str]:
+    try:
+        with urllib.request.urlopen(url, timeout=5) as resp:
+            return resp.status, resp.read(), resp.headers.get("Content-Type", "")
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read(), exc.headers.get("Content-Type", "")
+
+
+@pytest.mark.parametrize(
+    ("path", "status"),
+    [
+        ("/", 200),
+        ("/index.html", 200),
+        ("/nope.js", 404),
+        ("/../pyproject.toml", 404),
+        ("/%2e%2e/README.md", 404),
+    ],
+)
+async def test_http_serves_the_ui_and_nothing_else(run_node: NodeFactory, path: str, status: int) -> None:
+    async with run_node() as r:
+        got = await asyncio.to_thread(_get, f"http://127.0.0.1:{r.node.http_port}{path}")
+        assert got[0] == status
+        if status == 200:
+            assert got[2].startswith("text/html")
+            assert b"<html" in got[1]
+
+
+async def test_http_mqtt_path_without_upgrade(run_node: NodeFactory) -> None:
+    async with run_node() as r:
+        code, _, _ = await asyncio.to_thread(_get, f"http://127.0.0.1:{r.node.http_port}/mqtt")
+        assert code == 426

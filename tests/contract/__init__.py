@@ -1,0 +1,1 @@
+"""The MQTT contract, on both brokers."""

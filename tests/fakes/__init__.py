@@ -1,0 +1,1 @@
+"""Test-only subsystems that implement the real Subsystem interface (Mopidy's dummy-backend habit)."""

@@ -1,0 +1,1 @@
+"""Tests of the node package: supervision and persistence."""
