@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 import time
 from collections.abc import Sequence
@@ -113,6 +114,9 @@ class Node:
         await bus.publish(self.topics.status, b"online", retain=True)
         bus.on_connect(self._republish)
         self._log_start()
+        # Start-up objects live as long as the process: keep them out of the collector's way, so
+        # its pauses stay short on the command path (a Pi's full collection is milliseconds).
+        gc.freeze()
 
     def _log_start(self) -> None:
         where = self.bus.description if self.bus else "?"

@@ -218,10 +218,12 @@ class MqttBus(Bus):
             # States are republished on reconnection; a command answer lost here was for a gone client.
             logger.debug("not connected: dropped %s", topic)
             return
-        try:
-            await client.publish(topic, payload, qos=qos, retain=retain)
-        except aiomqtt.MqttError as exc:
-            logger.warning("publish to %s failed: %s", topic, exc)
+        # Shielded: aiomqtt waits for the PUBACK with asyncio.wait_for, which on 3.11 swallows a
+        # cancellation that arrives with the PUBACK, and the cancelled subsystem would run on.
+        pending = asyncio.ensure_future(client.publish(topic, payload, qos=qos, retain=retain))
+        pending.add_done_callback(_log_publish_failure)
+        with contextlib.suppress(aiomqtt.MqttError):  # logged by the callback, cancelled or not
+            await asyncio.shield(pending)
 
     async def subscribe(self, topic_filter: str, handler: Handler) -> None:
         known = any(f == topic_filter for f, _ in self._subs)
@@ -240,3 +242,8 @@ class MqttBus(Bus):
         if client is not None and all(f != topic_filter for f, _ in self._subs):
             with contextlib.suppress(aiomqtt.MqttError):
                 await client.unsubscribe(topic_filter)
+
+
+def _log_publish_failure(task: asyncio.Future[None]) -> None:
+    if not task.cancelled() and isinstance(task.exception(), aiomqtt.MqttError):
+        logger.warning("publish failed: %s", task.exception())

@@ -82,10 +82,11 @@ class Info(Subsystem[InfoState, InfoConfig]):
     State = InfoState
     Config = InfoConfig
 
+    _process = psutil.Process()
+
     def _snapshot(self) -> dict[str, Any]:
         node = self.ctx.node
         temp = _read(THERMAL)
-        proc = psutil.Process()
         return {
             "node_id": node.node_id,
             "version": node.version,
@@ -100,7 +101,7 @@ class Info(Subsystem[InfoState, InfoConfig]):
             "uptime_s": int(time.time() - node.started),
             "cpu_temp_c": round(int(temp) / 1000, 1) if temp and temp.lstrip("-").isdigit() else None,
             "throttled": _read(THROTTLED),
-            "rss_mb": round(proc.memory_info().rss / 2**20, 1),
+            "rss_mb": round(self._process.memory_info().rss / 2**20, 1),
             "subsystems": {
                 name: {"status": status, "detail": detail}
                 for name, (status, detail) in node.board.entries.items()
@@ -112,7 +113,9 @@ class Info(Subsystem[InfoState, InfoConfig]):
         self.state = InfoState.model_validate(self._snapshot())
 
     async def on_get(self) -> None:
-        self.state = InfoState.model_validate(self._snapshot())
+        # Only the clock moves between refreshes; addresses, memory and temperature cost file reads
+        # (a quarter of a round trip) and are refreshed every refresh_s and on status changes.
+        self.state = self.state.model_copy(update={"uptime_s": int(time.time() - self.ctx.node.started)})
 
     async def run(self) -> None:
         changed = asyncio.Event()
@@ -122,8 +125,11 @@ class Info(Subsystem[InfoState, InfoConfig]):
                 # Status changes are published at once; uptime and temperature every refresh_s.
                 changed.clear()
                 await self.set_state(**self._snapshot())
+                # asyncio.timeout, not wait_for: 3.11's wait_for swallows a cancellation that
+                # arrives as the event is set, and the runner's restart then waits forever.
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(changed.wait(), self.config.refresh_s)
+                    async with asyncio.timeout(self.config.refresh_s):
+                        await changed.wait()
         finally:
             unlisten()
 

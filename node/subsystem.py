@@ -21,6 +21,8 @@ from node.topics import Topics
 
 logger = logging.getLogger(__name__)
 
+STOP_TIMEOUT = 5.0
+
 
 class Status(StrEnum):
     """Where a subsystem is in its life, as shown in `info`."""
@@ -344,8 +346,12 @@ class Runner:
         task, self._task = self._task, None
         if task is not None:
             task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+            done, _ = await asyncio.wait([task], timeout=STOP_TIMEOUT)
+            if not done:
+                # A subsystem that swallows its cancellation must not hang the node's shutdown.
+                self.log.error("%s did not stop within %.0f s; abandoned", self.name, STOP_TIMEOUT)
+            elif not task.cancelled() and task.exception() is not None:
+                self.log.error("%s failed while stopping: %s", self.name, task.exception())
 
     async def _supervise(self) -> None:
         while True:

@@ -181,3 +181,10 @@ async def test_only_runs_the_named_subsystems(tmp_path: Path, mosquitto: Mosquit
             assert list(info["subsystems"]) == ["info"]
             p.proc.send_signal(signal.SIGTERM)
             assert await asyncio.wait_for(p.proc.wait(), 10) == 0
+
+
+def test_example_config_is_valid() -> None:
+    example = Path(__file__).resolve().parent.parent / "docs" / "milo.example.toml"
+    c = load(subsystem_names=["info"], config_file=example, env={}, cli={})
+    assert c.subsystems == {"info": {"refresh_s": 60}}
+    assert c.mqtt.max_payload == 1048576
