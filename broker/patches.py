@@ -7,6 +7,7 @@ import logging
 from typing import Any
 
 from amqtt.broker import Broker
+from amqtt.mqtt.connect import ConnectPacket, ConnectPayload
 from amqtt.mqtt.packet import MQTTFixedHeader
 from amqtt.mqtt.protocol import handler as protocol_handler
 from amqtt.mqtt.protocol.broker_handler import BrokerProtocolHandler
@@ -54,6 +55,29 @@ async def _replay_own_filters_only(self: Broker, subscription: tuple[str, int], 
         await _original_replay(self, subscription, session)
 
 
+_original_connect_payload = ConnectPayload.from_stream.__func__
+MQTT_311 = 4
+CONNECT_VARIABLE_HEADER = 10  # protocol name, level, flags, keep-alive
+
+
+async def _payload_or_refusal(cls: Any, reader: Any, fixed_header: Any, variable_header: Any) -> Any:
+    # An MQTT 5 CONNECT has properties where 3.1.1 has the client id: amqtt misparsed it and never
+    # answered, leaking a connection slot (B6). Skip the rest of the packet and let amqtt's own check
+    # send CONNACK "unacceptable protocol version", so clients (aiomqtt, mqtt.js) fall back at once.
+    if variable_header is None or fixed_header is None or variable_header.proto_level == MQTT_311:
+        return await _original_connect_payload(cls, reader, fixed_header, variable_header)
+    left = fixed_header.remaining_length - CONNECT_VARIABLE_HEADER
+    while left > 0:
+        chunk = await reader.read(left)
+        if not chunk:
+            break
+        left -= len(chunk)
+    payload = cls()
+    payload.client_id = "refused-protocol"
+    payload.will_topic, payload.will_message = "", b""
+    return payload
+
+
 _applied = False
 
 
@@ -71,6 +95,8 @@ def apply(max_packet: int = DEFAULT_MAX_PACKET) -> None:
     BrokerProtocolHandler.handle_read_timeout = _close_on_keepalive_timeout
     Broker._publish_retained_messages_for_subscription = _replay_own_filters_only
     protocol_handler.MQTTFixedHeader = _LimitedFixedHeader
+    ConnectPacket.FIXED_HEADER = _LimitedFixedHeader  # the CONNECT is read outside the handler loop
+    ConnectPayload.from_stream = classmethod(_payload_or_refusal)
     # The transitions state machine logs every session state change at INFO.
     logging.getLogger("transitions").setLevel(logging.WARNING)
     _applied = True

@@ -13,6 +13,8 @@ from typing import Protocol
 from urllib.parse import unquote, urlsplit
 
 import aiomqtt
+from aiomqtt.exceptions import MqttConnectError
+from paho.mqtt.subscribeoptions import SubscribeOptions
 
 from node.errors import ConfigError
 from node.topics import matches
@@ -159,6 +161,9 @@ class MqttBus(Bus):
         self._connected = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._first = True
+        # MQTT 5 first: its retain-as-published option shows the node that a live command was
+        # published retained, so it can refuse it as the embedded bus does. 3.1.1 brokers fall back.
+        self.protocol = aiomqtt.ProtocolVersion.V5
 
     @property
     def description(self) -> str:
@@ -182,13 +187,14 @@ class MqttBus(Bus):
                 password=self.url.password,
                 will=aiomqtt.Will(self._will_topic, b"offline", qos=1, retain=True),
                 keepalive=30,
+                protocol=self.protocol,
             )
             try:
                 async with client:
                     self._client = client
                     delay = 0.5
                     for topic_filter in {f for f, _ in self._subs}:
-                        await client.subscribe(topic_filter, qos=1)
+                        await self._subscribe(client, topic_filter)
                     self._connected.set()
                     if not self._first:
                         logger.info("reconnected to %s", self.url.safe())
@@ -198,6 +204,12 @@ class MqttBus(Bus):
                     async for m in client.messages:
                         payload = m.payload if isinstance(m.payload, bytes | bytearray) else b""
                         self._dispatch(Message(m.topic.value, bytes(payload), bool(m.retain)))
+            except MqttConnectError as exc:
+                if self.protocol is aiomqtt.ProtocolVersion.V5 and exc.rc in (1, 132):
+                    logger.info("broker %s speaks MQTT 3.1.1 only", self.url.safe())
+                    self.protocol = aiomqtt.ProtocolVersion.V311
+                    continue
+                logger.warning("broker %s: %s; retrying in %.1f s", self.url.safe(), exc, delay)
             except aiomqtt.MqttError as exc:
                 logger.warning("broker %s: %s; retrying in %.1f s", self.url.safe(), exc, delay)
             finally:
@@ -232,9 +244,16 @@ class MqttBus(Bus):
         if client is not None:
             # Subscribing again to a known filter makes the broker resend its retained messages,
             # which the new handler needs.
-            await client.subscribe(topic_filter, qos=1)
+            await self._subscribe(client, topic_filter)
         elif known:
             logger.debug("subscription %s will be made on connection", topic_filter)
+
+    async def _subscribe(self, client: aiomqtt.Client, topic_filter: str) -> None:
+        if self.protocol is aiomqtt.ProtocolVersion.V5:
+            options = SubscribeOptions(qos=1, retainAsPublished=True)
+            await client.subscribe(topic_filter, options=options)
+        else:
+            await client.subscribe(topic_filter, qos=1)
 
     async def unsubscribe(self, topic_filter: str, handler: Handler) -> None:
         await super().unsubscribe(topic_filter, handler)

@@ -8,7 +8,9 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
+import aiomqtt
 import pytest
+from aiomqtt.exceptions import MqttConnectError
 
 from node.config import MqttOptions
 from tests.conftest import NodeFactory
@@ -176,3 +178,25 @@ async def test_http_mqtt_path_without_upgrade(run_node: NodeFactory) -> None:
     async with run_node() as r:
         code, _, _ = await asyncio.to_thread(_get, f"http://127.0.0.1:{r.node.http_port}/mqtt")
         assert code == 426
+
+
+async def test_mqtt5_client_gets_a_clean_refusal(run_node: NodeFactory) -> None:
+    async with run_node() as r:
+        client = aiomqtt.Client("127.0.0.1", r.port, protocol=aiomqtt.ProtocolVersion.V5, timeout=5)
+        with pytest.raises(MqttConnectError) as refused:
+            async with client:
+                pass
+        assert refused.value.rc in (1, 132)  # unacceptable protocol version, not a silent hang
+        async with probe(r.port) as p:  # and it cost no connection slot
+            await p.subscribe(f"{r.base}/status")
+            await p.wait_for(f"{r.base}/status")
+
+
+async def test_oversized_connect_is_refused(run_node: NodeFactory) -> None:
+    async with run_node(mqtt=MqttOptions(max_payload=4096)) as r:
+        reader, writer = await asyncio.open_connection("127.0.0.1", r.port)
+        packet = connect_packet("huge", 60, will=("w", b"x" * 50_000))
+        writer.write(packet[:2000])
+        await writer.drain()
+        assert await asyncio.wait_for(reader.read(), 5) == b""
+        writer.close()
