@@ -7,6 +7,13 @@ packages=(
     python3-venv
     mosquitto          # the external broker the contract tests and the benchmark compare against
     mosquitto-clients  # mosquitto_pub / mosquitto_sub, used in the README examples and tests
+    alsa-utils         # aplay / amixer: how a person checks what the node set up
+    libasound2-dev     # pyalsaaudio builds against it
+    libasound2-plugins # the `pulse` PCM/ctl: volume on a machine without a sound card
+    libasound2-plugin-equal  # alsaequal, the 10-band equalizer
+    caps               # the Eq10 LADSPA plugin alsaequal loads
+    pulseaudio         # tests: a paced null sink with a real `Master` mixer (no card here)
+    pulseaudio-utils   # pactl / parec, to check what reached that sink
 )
 
 missing=()
