@@ -6,8 +6,10 @@ import asyncio
 import contextlib
 import gc
 import logging
+import os
 import time
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 from broker import BrokerSettings, EmbeddedBroker, InboundMessage
@@ -21,7 +23,10 @@ from node.web import WebServer, tcp_proxy
 
 logger = logging.getLogger(__name__)
 
-READY_TIMEOUT = 5.0
+READY_TIMEOUT = 2.0
+ALSA_ENV = "ALSA_CONFIG_PATH"
+ALSA_BASE = "/usr/share/alsa/alsa.conf"  # must stay first: it defines the plug-ins every config uses
+SYSTEM_ASOUND = Path("/etc/asound.conf")
 
 
 class Node:
@@ -45,6 +50,8 @@ class Node:
         self.web: WebServer | None = None
         self.runners: list[Runner] = []
         self.started = time.time()
+        self._saved_alsa_env: str | None = None
+        self._alsa_env_set = False
 
     @property
     def mqtt_port(self) -> int | None:
@@ -92,6 +99,8 @@ class Node:
             http_port=self.http_port,
             mqtt_port=self.mqtt_port,
             board=self.board,
+            data_dir=cfg.data_dir,
+            alsa_config=self._alsa_config(),
         )
         store = Store(cfg.data_dir)
         for cls in self.classes:
@@ -106,17 +115,35 @@ class Node:
             )
             self.runners.append(runner)
             await runner.start()
-        waits = [asyncio.create_task(r.ready.wait()) for r in self.runners]
-        if waits:
-            _, pending = await asyncio.wait(waits, timeout=READY_TIMEOUT)
-            for task in pending:
-                task.cancel()
+            # In registry order, each set up before the next (the router writes asound.conf before
+            # the equalizer and volume open ALSA); a slow one only delays, never blocks, the rest.
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(READY_TIMEOUT):
+                    await runner.ready.wait()
         await bus.publish(self.topics.status, b"online", retain=True)
         bus.on_connect(self._republish)
         self._log_start()
         # Start-up objects live as long as the process: keep them out of the collector's way, so
         # its pauses stay short on the command path (a Pi's full collection is milliseconds).
         gc.freeze()
+
+    def _alsa_config(self) -> Path:
+        """Point this process's ALSA (and the programs it starts) at the node's asound.conf.
+
+        /etc/asound.conf is read by alsa-lib anyway; any other path is added through ALSA_CONFIG_PATH,
+        so running the node on a laptop never rewrites the developer's own sound setup.
+        """
+        path = (self.config.alsa_config or self.config.data_dir / "asound.conf").resolve()
+        if path == SYSTEM_ASOUND:
+            return path
+        if not path.exists():
+            # alsa-lib refuses every device while a file on ALSA_CONFIG_PATH is missing.
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text("# written by the milo router\n")
+        self._saved_alsa_env = os.environ.get(ALSA_ENV)
+        self._alsa_env_set = True
+        os.environ[ALSA_ENV] = f"{ALSA_BASE}:{path}"
+        return path
 
     def _log_start(self) -> None:
         where = self.bus.description if self.bus else "?"
@@ -150,6 +177,12 @@ class Node:
             await self.broker.stop()
         if self.bus is not None:
             await self.bus.stop()
+        if self._alsa_env_set:
+            # In-process nodes (tests) must not leave their config path to the next one.
+            if self._saved_alsa_env is None:
+                os.environ.pop(ALSA_ENV, None)
+            else:
+                os.environ[ALSA_ENV] = self._saved_alsa_env
 
 
 async def serve(config: NodeConfig, stop: asyncio.Event) -> None:

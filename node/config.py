@@ -52,6 +52,8 @@ class NodeConfig(BaseModel):
     only: list[str] = Field(default_factory=list)
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     web_root: Path = REPO_ROOT / "web"
+    # Where the router writes asound.conf: /etc/asound.conf on an installed Pi, else <data_dir>/asound.conf.
+    alsa_config: Path | None = None
     mqtt: MqttOptions = Field(default_factory=MqttOptions)
     subsystems: dict[str, dict[str, Any]] = Field(default_factory=dict)
 
@@ -80,6 +82,7 @@ ENV_KEYS = (
     "only",
     "log_level",
     "web_root",
+    "alsa_config",
 )
 
 

@@ -4,11 +4,14 @@ from __future__ import annotations
 
 from typing import Any
 
+from node.equalizer import Equalizer
 from node.info import Info
+from node.router import Router
 from node.subsystem import Subsystem
 
 # Explicit and type-checked (see shared/STYLE.md §6): a new subsystem is one line here.
-ALL: tuple[type[Subsystem[Any, Any]], ...] = (Info,)
+# Start order: the router writes asound.conf before the others open ALSA devices.
+ALL: tuple[type[Subsystem[Any, Any]], ...] = (Info, Router, Equalizer)
 
 
 def names() -> list[str]:

@@ -39,6 +39,18 @@ class LoadResult:
     source: str = "file"  # file | backup | defaults
 
 
+def write_atomic(path: Path, data: bytes) -> None:
+    """Replace `path` so a crash leaves the old or the new content: temp file, fsync, rename, fsync dir."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    with tmp.open("wb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+    _fsync_dir(path.parent)
+
+
 def _fsync_dir(path: Path) -> None:
     fd = os.open(path, os.O_RDONLY)
     try:

@@ -9,6 +9,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from enum import StrEnum
+from pathlib import Path
 from typing import Any, ClassVar, Generic, TypeVar
 
 from pydantic import BaseModel, ConfigDict, TypeAdapter, ValidationError
@@ -91,6 +92,9 @@ class NodeFacts:
     http_port: int | None
     mqtt_port: int | None
     board: StatusBoard
+    data_dir: Path = Path()
+    # The asound.conf the router writes and every ALSA user of this node reads (ALSA_CONFIG_PATH).
+    alsa_config: Path = Path("/etc/asound.conf")
 
 
 @dataclass

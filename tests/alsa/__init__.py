@@ -1,0 +1,1 @@
+"""Tests of the rendered asound.conf, against golden files and against the real alsa-lib."""
