@@ -8,10 +8,11 @@ from node.equalizer import Equalizer
 from node.info import Info
 from node.router import Router
 from node.subsystem import Subsystem
+from node.volume import Volume
 
 # Explicit and type-checked (see shared/STYLE.md §6): a new subsystem is one line here.
 # Start order: the router writes asound.conf before the others open ALSA devices.
-ALL: tuple[type[Subsystem[Any, Any]], ...] = (Info, Router, Equalizer)
+ALL: tuple[type[Subsystem[Any, Any]], ...] = (Info, Router, Equalizer, Volume)
 
 
 def names() -> list[str]:
