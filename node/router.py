@@ -7,11 +7,11 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-import alsaaudio
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, model_validator
 
 from node import alsa
 from node.errors import CommandError
+from node.mixer import first_card_with_volume, sound_server_present
 from node.store import write_atomic
 from node.subsystem import Subsystem, SubsystemConfig
 
@@ -89,30 +89,6 @@ class RoutingCommand(BaseModel):
         if self.multiroom is None and self.equalizer is None:
             raise ValueError("give multiroom and/or equalizer")
         return self
-
-
-def first_card_with_volume() -> str | None:
-    """The id of the first sound card that has a playback volume control (the DAC on a Pi)."""
-    try:
-        cards = alsaaudio.cards()
-    except alsaaudio.ALSAAudioError:
-        return None
-    for index, card in enumerate(cards):
-        try:
-            for control in alsaaudio.mixers(cardindex=index):
-                if "Volume" in alsaaudio.Mixer(control, cardindex=index).volumecap():
-                    return str(card)
-        except alsaaudio.ALSAAudioError:
-            continue
-    return None
-
-
-def sound_server_present() -> bool:
-    """True when the `pulse` ALSA plug-in reaches a server (PulseAudio, or PipeWire's pulse layer)."""
-    try:
-        return bool(alsaaudio.mixers(device="pulse"))
-    except alsaaudio.ALSAAudioError:
-        return False
 
 
 class Router(Subsystem[RoutingState, RouterConfig]):

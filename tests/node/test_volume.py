@@ -15,8 +15,9 @@ import alsaaudio
 import pytest
 
 from node.info import Info
+from node.mixer import MixerControl
 from node.store import Store, StoredFile
-from node.volume import MixerControl, Volume
+from node.volume import Volume
 from tests.conftest import NodeFactory, Running
 from tests.helpers import Got, Probe, probe
 from tests.pulse import Pulse, pulse_fixture, pulse_server_fixture, running_pulse, stop_pulse  # noqa: F401
