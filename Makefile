@@ -33,6 +33,7 @@ schemas: $(STAMP)
 
 bench: deps $(STAMP)
 	$(BIN)/python -m bench
+	$(BIN)/python -m bench.volume
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache

@@ -14,7 +14,7 @@ from typing import Any
 
 from broker import BrokerSettings, EmbeddedBroker, InboundMessage
 from node import __version__, registry
-from node.bus import BrokerURL, Bus, LocalBus, MqttBus
+from node.bus import BrokerURL, Bus, LocalBus
 from node.config import NodeConfig
 from node.store import Store
 from node.subsystem import Backoff, NodeFacts, Runner, StatusBoard, Subsystem
@@ -65,6 +65,9 @@ class Node:
         cfg = self.config
         cfg.data_dir.mkdir(parents=True, exist_ok=True)
         if cfg.broker:
+            # aiomqtt and paho cost ~4 MB of resident memory: only a node on an external broker pays it.
+            from node.mqttbus import MqttBus  # noqa: PLC0415
+
             url = BrokerURL.parse(cfg.broker)
             bus: Bus = MqttBus(url, will_topic=self.topics.status, client_prefix=f"milo-{cfg.node_id}")
             await bus.start()
@@ -125,6 +128,7 @@ class Node:
         self._log_start()
         # Start-up objects live as long as the process: keep them out of the collector's way, so
         # its pauses stay short on the command path (a Pi's full collection is milliseconds).
+        gc.collect()
         gc.freeze()
 
     def _alsa_config(self) -> Path:

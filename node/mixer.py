@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import contextlib
+import os
+from pathlib import Path
 
 import alsaaudio
 
@@ -126,7 +128,7 @@ def open_control(device: str, control: str) -> MixerControl:
             raise SubsystemUnavailableError(f"mixer {exc}") from exc
     problems: list[str] = []
     cards = [device] if device else card_devices()
-    candidates = cards if device else [*cards, SOUND_SERVER_DEVICE]
+    candidates = cards if device else [*cards, *([SOUND_SERVER_DEVICE] if sound_server_socket() else [])]
     for dev in candidates:
         if control:
             try:
@@ -154,8 +156,22 @@ def first_card_with_volume() -> str | None:
     return None
 
 
+def sound_server_socket() -> bool:
+    """Whether a PulseAudio (or PipeWire-pulse) server may be listening, checked without libpulse.
+
+    Probing the `pulse` plug-in loads libpulse (3 MB that stay resident) and prints ALSA errors when
+    nothing answers, which on a headless Pi is the usual case.
+    """
+    if os.environ.get("PULSE_SERVER"):
+        return True
+    runtime = os.environ.get("XDG_RUNTIME_DIR") or f"/run/user/{os.getuid()}"
+    return Path(runtime, "pulse", "native").exists()
+
+
 def sound_server_present() -> bool:
     """True when the `pulse` ALSA plug-in reaches a server (PulseAudio, or PipeWire's pulse layer)."""
+    if not sound_server_socket():
+        return False
     found = best_control(SOUND_SERVER_DEVICE, [])
     if found is None:
         return False

@@ -5,9 +5,9 @@ from __future__ import annotations
 import aiomqtt
 
 from node.app import Node
-from node.bus import MqttBus
 from node.config import NodeConfig
 from node.info import Info
+from node.mqttbus import MqttBus
 from tests.conftest import FAST, Mosquitto, NodeFactory
 from tests.fakes.counter import Counter
 from tests.helpers import probe
