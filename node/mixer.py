@@ -139,10 +139,12 @@ def open_control(device: str, control: str) -> MixerControl:
         found = best_control(dev, problems)
         if found is not None:
             return found
-    where = "" if device or cards else "no sound card; "
+    if not device and not cards:
+        problems.insert(0, "no sound card")
+        if SOUND_SERVER_DEVICE not in candidates:
+            problems.append("no sound server (PulseAudio / PipeWire) either")
     raise SubsystemUnavailableError(
-        f"no mixer control with a playback volume ({where}{'; '.join(problems)}); "
-        "set [volume] device and control"
+        f"no mixer control with a playback volume: {'; '.join(problems)}; set [volume] device and control"
     )
 
 

@@ -360,7 +360,9 @@ class Runner:
     async def _supervise(self) -> None:
         while True:
             assert self.config is not None
-            self._set_status(Status.STARTING)
+            if self.status is not Status.UNAVAILABLE:
+                # Looking again for what is missing is not a new start: no status flapping, no log.
+                self._set_status(Status.STARTING)
             data = self.stored.data
             ctx = Context(
                 topics=self.topics,

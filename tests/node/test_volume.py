@@ -454,6 +454,22 @@ async def test_a_configured_control_that_cannot_open_is_unavailable_with_the_rea
         assert "'Digital' on 'pulse'" in info["subsystems"]["volume"]["detail"]
 
 
+async def test_unavailable_without_any_sound_server_never_loads_the_pulse_plugin(
+    run_node: NodeFactory, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    if alsaaudio.card_indexes():
+        pytest.skip("this machine has a sound card")
+    monkeypatch.delenv("PULSE_SERVER", raising=False)
+    monkeypatch.setenv("XDG_RUNTIME_DIR", str(tmp_path))  # no pulse/native socket there
+    async with run_node(subsystems=(Info, Volume), sections={"volume": {}}) as r, probe(r.port) as p:
+        await p.subscribe(f"{r.base}/info")
+        info = (await p.wait_for(f"{r.base}/info", status_of("volume", "unavailable"))).json()
+        detail = info["subsystems"]["volume"]["detail"]
+        assert "no sound card" in detail
+        assert "no sound server" in detail
+        assert "Connection refused" not in detail  # the plug-in was not even tried
+
+
 async def test_losing_the_sound_server_makes_it_unavailable_not_the_node(
     run_node: NodeFactory, monkeypatch: pytest.MonkeyPatch
 ) -> None:
