@@ -17,28 +17,12 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from tests.helpers import free_port
+from tests.rawmqtt import connect_packet, publish_packet, subscribe_packet
+
 ROUND_TRIPS = 2000
 WARMUP = 200
 CONFIG_TRIPS = 200
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def _remaining(n: int) -> bytes:
-    out = bytearray()
-    while True:
-        byte, n = n % 128, n // 128
-        out.append(byte | (0x80 if n else 0))
-        if not n:
-            return bytes(out)
-
-
-def _str(s: str) -> bytes:
-    return len(s.encode()).to_bytes(2, "big") + s.encode()
 
 
 class Client:
@@ -52,10 +36,7 @@ class Client:
         self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         self.buf = b""
         self.got: list[tuple[str, bytes, bool]] = []
-        body = (
-            _str("MQTT") + bytes([4, 0x02]) + (60).to_bytes(2, "big") + _str(f"bench-{uuid.uuid4().hex[:6]}")
-        )
-        self.sock.sendall(bytes([0x10]) + _remaining(len(body)) + body)
+        self.sock.sendall(connect_packet(f"bench-{uuid.uuid4().hex[:6]}", 60))
         kind, _ = self._packet()
         assert kind == 0x20
         self._mid = 0
@@ -95,15 +76,13 @@ class Client:
 
     def subscribe(self, topic: str) -> None:
         self._mid += 1
-        body = self._mid.to_bytes(2, "big") + _str(topic) + b"\x00"
-        self.sock.sendall(bytes([0x82]) + _remaining(len(body)) + body)
+        self.sock.sendall(subscribe_packet(self._mid, topic))
 
     def packet(self, topic: str, payload: bytes) -> bytes:
-        body = _str(topic) + payload
-        return bytes([0x30]) + _remaining(len(body)) + body
+        return publish_packet(topic, payload)
 
     def publish(self, topic: str, payload: bytes) -> None:
-        self.sock.sendall(self.packet(topic, payload))
+        self.sock.sendall(publish_packet(topic, payload))
 
     def wait_topic(self, topic: str, timeout: float = 5) -> bytes:
         start = len(self.got)

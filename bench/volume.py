@@ -13,7 +13,8 @@ import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
-from bench.__main__ import Client, free_port
+from bench.__main__ import Client
+from tests.helpers import free_port
 from tests.pulse import Pulse, running_pulse
 
 STEPS = 100

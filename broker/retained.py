@@ -19,7 +19,8 @@ logger = logging.getLogger(__name__)
 
 
 def write_atomic(path: Path, data: bytes) -> None:
-    """Write a file so that a crash leaves either the old or the new content, never a mix."""
+    """Replace a file so a crash leaves the old or the new content: temp file, fsync, rename, fsync dir."""
+    path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp")
     with tmp.open("wb") as f:
         f.write(data)

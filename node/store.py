@@ -13,7 +13,12 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+# One implementation of the atomic write for the broker's store, the router's asound.conf and this.
+from broker.retained import write_atomic
+
 logger = logging.getLogger(__name__)
+
+__all__ = ["LoadResult", "Store", "StoredFile", "write_atomic"]
 
 FILE_VERSION = 1
 
@@ -37,18 +42,6 @@ class LoadResult:
     file: StoredFile
     problems: list[str] = field(default_factory=list)
     source: str = "file"  # file | backup | defaults
-
-
-def write_atomic(path: Path, data: bytes) -> None:
-    """Replace `path` so a crash leaves the old or the new content: temp file, fsync, rename, fsync dir."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    with tmp.open("wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-    _fsync_dir(path.parent)
 
 
 def _fsync_dir(path: Path) -> None:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import struct
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -15,29 +14,7 @@ from aiomqtt.exceptions import MqttConnectError
 from node.config import MqttOptions
 from tests.conftest import NodeFactory
 from tests.helpers import probe
-
-
-def _remaining(n: int) -> bytes:
-    out = bytearray()
-    while True:
-        byte, n = n % 128, n // 128
-        out.append(byte | (0x80 if n else 0))
-        if not n:
-            return bytes(out)
-
-
-def _str(s: str) -> bytes:
-    return struct.pack("!H", len(s)) + s.encode()
-
-
-def connect_packet(client_id: str, keepalive: int, will: tuple[str, bytes] | None = None) -> bytes:
-    flags = 0x02  # clean session
-    payload = _str(client_id)
-    if will:
-        flags |= 0x04 | 0x08 | 0x20  # will, will QoS 1, will retain
-        payload += _str(will[0]) + struct.pack("!H", len(will[1])) + will[1]
-    body = _str("MQTT") + bytes([4, flags]) + struct.pack("!H", keepalive) + payload
-    return bytes([0x10]) + _remaining(len(body)) + body
+from tests.rawmqtt import connect_packet, mqtt_string, remaining_length
 
 
 async def raw_connect(
@@ -92,9 +69,9 @@ async def test_oversized_packet_closes_only_that_connection(run_node: NodeFactor
         await p.subscribe(f"{r.base}/status", "big/#")
         await p.wait_for(f"{r.base}/status")
         reader, writer = await raw_connect(r.port, "big-sender")
-        body = _str("big/x") + b"z" * 100_000
+        body = mqtt_string("big/x") + b"z" * 100_000
         # Announce the whole packet but send only part: the limit acts on the header, before the body.
-        writer.write(bytes([0x30]) + _remaining(len(body)) + body[:1000])
+        writer.write(bytes([0x30]) + remaining_length(len(body)) + body[:1000])
         await writer.drain()
         assert await asyncio.wait_for(reader.read(), 5) == b""  # closed by the broker
         writer.close()

@@ -13,7 +13,7 @@ from node.router import Router
 from tests.alsa.audio import level_dbfs, read_wav, tone, write_wav
 from tests.conftest import NodeFactory
 from tests.helpers import Got, probe
-from tests.node.test_router import play, sink_config
+from tests.node.test_router import play, sink_config, sinks_dir
 
 SUBSYSTEMS = (Info, Router, Equalizer)
 
@@ -31,8 +31,7 @@ def control(conf: Path, label: str) -> int:
 
 
 async def test_bands_reach_the_real_controls_and_the_sound(run_node: NodeFactory, tmp_path: Path) -> None:
-    out = tmp_path / "out"
-    out.mkdir()
+    out = sinks_dir(tmp_path)
     wav = tmp_path / "tone.wav"
     write_wav(wav, tone(1000, 0.5, dbfs=-30), 48000)
     sections = {"router": sink_config(out)}
@@ -69,8 +68,7 @@ async def test_bands_reach_the_real_controls_and_the_sound(run_node: NodeFactory
 
 
 async def test_presets_and_user_presets_persist(run_node: NodeFactory, tmp_path: Path) -> None:
-    out = tmp_path / "out"
-    out.mkdir()
+    out = sinks_dir(tmp_path)
     data = tmp_path / "data"
     sections = {"router": sink_config(out)}
     async with run_node(subsystems=SUBSYSTEMS, sections=sections, data_dir=data) as r, probe(r.port) as p:
@@ -102,8 +100,7 @@ async def test_presets_and_user_presets_persist(run_node: NodeFactory, tmp_path:
 
 
 async def test_off_keeps_the_bands(run_node: NodeFactory, tmp_path: Path) -> None:
-    out = tmp_path / "out"
-    out.mkdir()
+    out = sinks_dir(tmp_path)
     async with (
         run_node(subsystems=SUBSYSTEMS, sections={"router": sink_config(out)}) as r,
         probe(r.port) as p,
@@ -124,8 +121,7 @@ async def test_off_keeps_the_bands(run_node: NodeFactory, tmp_path: Path) -> Non
 
 
 async def test_bad_commands_change_nothing(run_node: NodeFactory, tmp_path: Path) -> None:
-    out = tmp_path / "out"
-    out.mkdir()
+    out = sinks_dir(tmp_path)
     async with (
         run_node(subsystems=SUBSYSTEMS, sections={"router": sink_config(out)}) as r,
         probe(r.port) as p,

@@ -41,6 +41,13 @@ def sink_config(out: Path) -> dict[str, Any]:
     }
 
 
+def sinks_dir(tmp_path: Path) -> Path:
+    """Where the file sinks of `sink_config` write their WAVs."""
+    out = tmp_path / "out"
+    out.mkdir(exist_ok=True)
+    return out
+
+
 def play(conf: Path, pcm: str, wav: Path) -> None:
     env = {**os.environ, "ALSA_CONFIG_PATH": f"/usr/share/alsa/alsa.conf:{conf}"}
     done = subprocess.run(
@@ -67,8 +74,7 @@ def routing(pred: Callable[[dict[str, Any]], bool]) -> Callable[[Got], bool]:
 
 
 async def test_start_writes_config_and_publishes_routing(run_node: NodeFactory, tmp_path: Path) -> None:
-    out = tmp_path / "out"
-    out.mkdir()
+    out = sinks_dir(tmp_path)
     async with (
         run_node(subsystems=(Info, Router), sections={"router": sink_config(out)}) as r,
         probe(r.port) as p,
@@ -91,8 +97,7 @@ async def test_start_writes_config_and_publishes_routing(run_node: NodeFactory, 
 async def test_toggles_move_the_chain_without_changing_pcm_definitions(
     run_node: NodeFactory, tmp_path: Path, tone_wav: Path
 ) -> None:
-    out = tmp_path / "out"
-    out.mkdir()
+    out = sinks_dir(tmp_path)
     async with (
         run_node(subsystems=(Info, Router), sections={"router": sink_config(out)}) as r,
         probe(r.port) as p,
@@ -123,8 +128,7 @@ async def test_toggles_move_the_chain_without_changing_pcm_definitions(
 async def test_hundred_toggles_leave_a_valid_config_and_consistent_state(
     run_node: NodeFactory, tmp_path: Path, tone_wav: Path
 ) -> None:
-    out = tmp_path / "out"
-    out.mkdir()
+    out = sinks_dir(tmp_path)
     rng = random.Random(7)
     async with (
         run_node(subsystems=(Info, Router), sections={"router": sink_config(out)}) as r,
@@ -159,8 +163,7 @@ async def test_hundred_toggles_leave_a_valid_config_and_consistent_state(
 
 
 async def test_bad_routing_commands_change_nothing(run_node: NodeFactory, tmp_path: Path) -> None:
-    out = tmp_path / "out"
-    out.mkdir()
+    out = sinks_dir(tmp_path)
     async with (
         run_node(subsystems=(Info, Router), sections={"router": sink_config(out)}) as r,
         probe(r.port) as p,
@@ -179,8 +182,7 @@ async def test_bad_routing_commands_change_nothing(run_node: NodeFactory, tmp_pa
 
 
 async def test_flags_survive_a_restart(run_node: NodeFactory, tmp_path: Path) -> None:
-    out = tmp_path / "out"
-    out.mkdir()
+    out = sinks_dir(tmp_path)
     data = tmp_path / "data"
     sections = {"router": sink_config(out)}
     async with run_node(subsystems=(Info, Router), sections=sections, data_dir=data) as r, probe(r.port) as p:
