@@ -34,6 +34,7 @@ schemas: $(STAMP)
 bench: deps $(STAMP)
 	$(BIN)/python -m bench
 	$(BIN)/python -m bench.volume
+	$(BIN)/python -m bench.radio_search
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache
