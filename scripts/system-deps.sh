@@ -14,6 +14,8 @@ packages=(
     caps               # the Eq10 LADSPA plugin alsaequal loads
     pulseaudio         # tests: a paced null sink with a real `Master` mixer (no card here)
     pulseaudio-utils   # pactl / parec, to check what reached that sink
+    libmpv2            # the radio player (python-mpv loads libmpv.so.2)
+    lame               # tests: encode the MP3 that the local ICY stream server plays
 )
 
 missing=()
