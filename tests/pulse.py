@@ -7,7 +7,7 @@ import os
 import shutil
 import subprocess
 import tempfile
-import time
+import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,7 +33,7 @@ class Pulse:
     """A running PulseAudio: `server` is what PULSE_SERVER must hold for the ALSA `pulse` plug-in."""
 
     dir: Path
-    proc: subprocess.Popen[bytes]
+    proc: subprocess.Popen[str]
 
     @property
     def socket(self) -> Path:
@@ -89,18 +89,26 @@ def start_pulse(timeout: float = READY_TIMEOUT) -> Pulse:
     env = {**os.environ, "HOME": str(workdir), "XDG_RUNTIME_DIR": str(workdir / "runtime")}
     env.pop("PULSE_SERVER", None)
     args = ["pulseaudio", "-n", "-F", str(script), "--daemonize=no", "--exit-idle-time=-1"]
-    args += ["--disallow-exit", "--use-pid-file=no", f"--log-target=file:{workdir / 'pulse.log'}"]
-    proc = subprocess.Popen(args, env=env, cwd=workdir, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    # Its own log line says when it is up (stderr, read by a thread that also keeps the pipe drained).
+    args += ["--disallow-exit", "--use-pid-file=no", "--log-target=stderr", "--log-level=info"]
+    proc = subprocess.Popen(
+        args, env=env, cwd=workdir, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True
+    )
     pulse = Pulse(workdir, proc)
-    deadline = time.monotonic() + timeout
-    # Bounded wait on a condition: the socket appears once the protocol module is loaded, and
-    # pactl proves the server answers on it.
-    while not (pulse.socket.exists() and _pactl_ok(pulse.server)):
-        if proc.poll() is not None or time.monotonic() > deadline:
-            stop_pulse(pulse)
-            log = (workdir / "pulse.log").read_text() if (workdir / "pulse.log").exists() else ""
-            raise RuntimeError(f"PulseAudio did not come up within {timeout} s:\n{log[-2000:]}")
-        time.sleep(0.02)
+    ready = threading.Event()
+    log: list[str] = []
+
+    def read_log() -> None:
+        for line in proc.stderr or ():
+            log.append(line)
+            if "Daemon startup complete" in line:
+                ready.set()
+        ready.set()  # it exited: stop waiting, the check below tells which
+
+    threading.Thread(target=read_log, daemon=True).start()
+    if not ready.wait(timeout) or proc.poll() is not None or not _pactl_ok(pulse.server):
+        stop_pulse(pulse)
+        raise RuntimeError(f"PulseAudio did not come up within {timeout} s:\n{''.join(log)[-2000:]}")
     return pulse
 
 
