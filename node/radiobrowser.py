@@ -621,6 +621,14 @@ class RadioBrowser:
         stations = parse_stations(await self.request("GET", "/json/stations/search", params))
         return dedupe(stations) if unique else stations
 
+    async def by_ids(self, station_ids: Sequence[str]) -> list[Station]:
+        """The stations with these ids (unknown ids are left out), in no particular order."""
+        ids = [i for i in station_ids if _UUID.fullmatch(i)]
+        if not ids:
+            return []
+        data = await self.request("GET", "/json/stations/byuuid", {"uuids": ",".join(ids)})
+        return parse_stations(data)
+
     async def click(self, station_id: str) -> str | None:
         """Count a play of the station (API etiquette) and return the URL the server says to play."""
         if not _UUID.fullmatch(station_id):

@@ -6,13 +6,14 @@ from typing import Any
 
 from node.equalizer import Equalizer
 from node.info import Info
+from node.radio import Radio
 from node.router import Router
 from node.subsystem import Subsystem
 from node.volume import Volume
 
 # Explicit and type-checked (see shared/STYLE.md §6): a new subsystem is one line here.
 # Start order: the router writes asound.conf before the others open ALSA devices.
-ALL: tuple[type[Subsystem[Any, Any]], ...] = (Info, Router, Equalizer, Volume)
+ALL: tuple[type[Subsystem[Any, Any]], ...] = (Info, Router, Equalizer, Volume, Radio)
 
 
 def names() -> list[str]:

@@ -57,12 +57,23 @@ def generate(classes: Sequence[type[Subsystem[Any, Any]]] = registry.ALL) -> dic
         add(f"{slug}.config.json", cls.Config, f"{topic} config", (f"{topic}/config", "state", "yes"))
         rows.append((f"{topic}/config/set", "command", "no", "partial object of the config schema"))
         rows.append((f"{topic}/get", "command", "no", "republishes the state; optional `reply_to`/`id`"))
+        for path, owned in cls.owned.items():
+            oslug = _slug(path)
+            add(f"{oslug}.state.json", owned.state, f"{path} state", (path, "state", "yes"))
+            if owned.command is not None:
+                add(
+                    f"{oslug}.command.json",
+                    owned.command,
+                    f"{path} command",
+                    (f"{path}/set", "command", "no"),
+                )
+        request_topic = cls.request_topic or topic
         for verb, model in cls.requests.items():
             add(
-                f"{slug}.{verb}.request.json",
+                f"{_slug(request_topic)}.{verb}.request.json",
                 model,
-                f"{topic}/{verb} request",
-                (f"{topic}/{verb}", "request", "no"),
+                f"{request_topic}/{verb} request",
+                (f"{request_topic}/{verb}", "request", "no"),
             )
     out = {name: json.dumps(body, indent=2, sort_keys=True) + "\n" for name, body in sorted(files.items())}
     out["README.md"] = _readme(rows, classes)

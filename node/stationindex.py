@@ -201,6 +201,11 @@ class StationIndex:
         self._hidden = data.hidden_ids
         return True
 
+    def unload(self) -> None:
+        """Free the memory (tens of MB for the full list); the next query reads the file again."""
+        self._data = None
+        self._tried_load = False
+
     async def aload(self) -> bool:
         """`load` off the event loop."""
         return await asyncio.to_thread(self.load)

@@ -97,6 +97,14 @@ class NodeFacts:
     alsa_config: Path = Path("/etc/asound.conf")
 
 
+@dataclass(frozen=True)
+class Owned:
+    """A further retained topic of a subsystem: its state model and the /set payloads it takes."""
+
+    state: type[BaseModel]
+    command: TypeAdapter[Any] | None = None
+
+
 @dataclass
 class Context:
     """Everything a subsystem gets: no reference to any other subsystem."""
@@ -125,8 +133,12 @@ class Subsystem(Generic[StateT, ConfigT]):
     Data: ClassVar[type[BaseModel]] = NoData
     # The accepted /set payloads after JSON/plain-text decoding; None: the subsystem takes no /set.
     Command: ClassVar[TypeAdapter[Any] | None] = None
-    # Request/response verbs: `<base>/<topic>/<verb>` with a JSON request (reply_to, id, params).
+    # Request/response verbs: `<base>/<request_topic>/<verb>` with a JSON request (reply_to, id, params).
     requests: ClassVar[dict[str, type[BaseModel]]] = {}
+    request_topic: ClassVar[str] = ""  # default: the state topic
+    # Further retained topics it owns (relative to the base, e.g. `radio/favorites`), each with the
+    # /set payloads it accepts (None: read-only). Published with `publish_owned`.
+    owned: ClassVar[dict[str, Owned]] = {}
     # Other topics it reads, relative to the base (wildcards allowed).
     watches: ClassVar[tuple[str, ...]] = ()
 
@@ -137,6 +149,7 @@ class Subsystem(Generic[StateT, ConfigT]):
         self.state: StateT = self.initial_state()
         self.data = self.Data.model_validate(ctx.data)
         self._published: bytes | None = None
+        self._owned_published: dict[str, bytes] = {}
 
     @classmethod
     def state_topic(cls) -> str:
@@ -181,6 +194,14 @@ class Subsystem(Generic[StateT, ConfigT]):
         """Turn a plain-text command into what `Command` validates (default: the text itself)."""
         return text
 
+    async def on_owned_command(self, path: str, command: Any) -> None:
+        """Apply a validated /set command to one of the `owned` topics."""
+        raise CommandError("read_only", f"{path} takes no commands")
+
+    def parse_owned_text(self, path: str, text: str) -> Any:
+        """`parse_text` for the `owned` topics."""
+        return text
+
     # Provided ----------------------------------------------------------------------------------
     async def set_state(self, **changes: Any) -> None:
         """Validate and merge changes into the whole state; publish it (retained) if it changed."""
@@ -189,11 +210,24 @@ class Subsystem(Generic[StateT, ConfigT]):
         await self.publish_state()
 
     async def publish_state(self, *, force: bool = False) -> None:
+        """Publish the state if it changed; `force` also re-sends every owned topic (after a reconnect)."""
         data = self.state.model_dump_json().encode()
+        if force:
+            for path, owned in list(self._owned_published.items()):
+                await self.ctx.bus.publish(self.ctx.topics.of(path), owned, retain=True)
         if data == self._published and not force:
             return
         self._published = data
         await self.ctx.bus.publish(self.ctx.topics.of(self.state_topic()), data, retain=True)
+
+    async def publish_owned(self, path: str, model: BaseModel, *, force: bool = False) -> None:
+        """Publish one of the `owned` topics (retained) if it changed."""
+        assert isinstance(model, self.owned[path].state), f"{path} holds {self.owned[path].state.__name__}"
+        data = model.model_dump_json().encode()
+        if data == self._owned_published.get(path) and not force:
+            return
+        self._owned_published[path] = data
+        await self.ctx.bus.publish(self.ctx.topics.of(path), data, retain=True)
 
     def save_data(self) -> None:
         """Persist `self.data` atomically with the config overrides."""
@@ -274,7 +308,10 @@ class Runner:
         self.t_config = f"{base}/config"
         self.t_config_set = f"{base}/config/set"
         self.t_config_get = f"{base}/config/get"
-        self.t_requests = {f"{base}/{verb}": verb for verb in cls.requests}
+        request_base = topics.of(cls.request_topic) if cls.request_topic else base
+        self.t_requests = {f"{request_base}/{verb}": verb for verb in cls.requests}
+        self.t_owned_set = {topics.of(f"{path}/set"): path for path in cls.owned}
+        self.t_owned_get = {topics.of(f"{path}/get"): path for path in cls.owned}
 
     # Status --------------------------------------------------------------------------------------
     def _set_status(self, status: Status, detail: str = "") -> None:
@@ -315,7 +352,15 @@ class Runner:
     async def start(self) -> None:
         self.load()
         self._consumer = asyncio.create_task(self._consume(), name=f"{self.name}-inbox")
-        for topic in (self.t_set, self.t_get, self.t_config_set, self.t_config_get, *self.t_requests):
+        for topic in (
+            self.t_set,
+            self.t_get,
+            self.t_config_set,
+            self.t_config_get,
+            *self.t_requests,
+            *self.t_owned_set,
+            *self.t_owned_get,
+        ):
             await self.bus.subscribe(topic, self._enqueue)
         for problem in self._load_problems:
             await self.report(
@@ -428,8 +473,11 @@ class Runner:
 
     async def _handle(self, message: Message) -> None:
         topic = message.topic
-        is_command = topic in (self.t_set, self.t_get, self.t_config_set, self.t_config_get) or (
-            topic in self.t_requests
+        is_command = (
+            topic in (self.t_set, self.t_get, self.t_config_set, self.t_config_get)
+            or topic in self.t_requests
+            or topic in self.t_owned_set
+            or topic in self.t_owned_get
         )
         if not is_command:
             if self.instance is not None:
@@ -446,6 +494,10 @@ class Runner:
             await self._get(message.payload)
         elif topic == self.t_set:
             await self._command(message.payload)
+        elif topic in self.t_owned_set:
+            await self._owned_command(self.t_owned_set[topic], message.payload)
+        elif topic in self.t_owned_get:
+            await self._running().publish_state(force=True)
         else:
             await self._request(self.t_requests[topic], message.payload)
 
@@ -468,6 +520,20 @@ class Runner:
         except ValidationError as exc:
             raise CommandError("invalid_payload", format_validation(exc)) from exc
         await instance.on_command(command)
+
+    async def _owned_command(self, path: str, payload: bytes) -> None:
+        adapter = self.cls.owned[path].command
+        if adapter is None:
+            raise CommandError("read_only", f"{path} takes no commands")
+        value = decode_command(payload)
+        instance = self._running()
+        if isinstance(value, str):
+            value = instance.parse_owned_text(path, value)
+        try:
+            command = adapter.validate_python(value)
+        except ValidationError as exc:
+            raise CommandError("invalid_payload", format_validation(exc)) from exc
+        await instance.on_owned_command(path, command)
 
     async def _get(self, payload: bytes) -> None:
         instance = self._running()

@@ -216,7 +216,7 @@ class FakeRadioBrowser:
         writer.write(("\r\n".join([status_line, *out_headers]) + "\r\n\r\n").encode() + data)
         await writer.drain()
 
-    def _route(self, request: Recorded) -> tuple[int, Any]:
+    def _route(self, request: Recorded) -> tuple[int, Any]:  # noqa: PLR0911 - one return per endpoint
         params = request.params
         path = request.path
         if path == "/json/stations/search":
@@ -226,6 +226,9 @@ class FakeRadioBrowser:
             if params.get("order") == "name":
                 found = sorted(found, key=lambda s: (s["name"].lower(), s["stationuuid"]))
             return 200, self._page(found, params)
+        if path == "/json/stations/byuuid":
+            wanted = set(params.get("uuids", "").split(","))
+            return 200, [s for s in self.stations if s["stationuuid"] in wanted]
         if path.startswith("/json/url/"):
             sid = path.removeprefix("/json/url/")
             for s in self.stations:
