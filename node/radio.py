@@ -359,6 +359,10 @@ class Radio(Subsystem[RadioState, RadioConfig]):
 
     data: RadioData
 
+    @classmethod
+    def absent_state(cls, reason: str) -> BaseModel | None:
+        return RadioState(state="unavailable", error=reason)
+
     async def check_environment(self) -> None:
         # Only looked up here: loading libmpv costs memory the node should not spend before a first play.
         if ctypes.util.find_library("mpv") is None:

@@ -6,6 +6,7 @@ from typing import Any
 
 from node.equalizer import Equalizer
 from node.info import Info
+from node.player import Player
 from node.radio import Radio
 from node.router import Router
 from node.subsystem import Subsystem
@@ -13,7 +14,7 @@ from node.volume import Volume
 
 # Explicit and type-checked (see shared/STYLE.md §6): a new subsystem is one line here.
 # Start order: the router writes asound.conf before the others open ALSA devices.
-ALL: tuple[type[Subsystem[Any, Any]], ...] = (Info, Router, Equalizer, Volume, Radio)
+ALL: tuple[type[Subsystem[Any, Any]], ...] = (Info, Router, Equalizer, Volume, Radio, Player)
 
 
 def names() -> list[str]:

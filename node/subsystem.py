@@ -158,6 +158,14 @@ class Subsystem(Generic[StateT, ConfigT]):
     def initial_state(self) -> StateT:
         return self.State()  # type: ignore[return-value]
 
+    @classmethod
+    def absent_state(cls, reason: str) -> BaseModel | None:
+        """What the state topic says while the subsystem does not run (None: it keeps its last state).
+
+        A source says `unavailable`, so nobody takes a `playing` retained before a restart for the truth.
+        """
+        return None
+
     # Hooks a subsystem overrides --------------------------------------------------------------
     async def check_environment(self) -> None:
         """Raise SubsystemUnavailableError(reason) when what it drives is missing."""
@@ -301,6 +309,7 @@ class Runner:
         self._inbox: asyncio.Queue[Message] = asyncio.Queue()
         self._consumer: asyncio.Task[None] | None = None
         self._load_problems: list[str] = []
+        self._side_tasks: set[asyncio.Task[None]] = set()
         base = topics.of(cls.state_topic())
         self.t_state = base
         self.t_set = f"{base}/set"
@@ -376,6 +385,7 @@ class Runner:
             self._task = asyncio.create_task(self._supervise(), name=f"{self.name}-run")
         elif not self.config.enabled:
             self._set_status(Status.DISABLED)
+            self._absent("disabled")
 
     async def republish(self) -> None:
         """After a reconnection to a broker that may have lost its retained store."""
@@ -386,6 +396,9 @@ class Runner:
 
     async def stop(self) -> None:
         await self._stop_task()
+        for task in list(self._side_tasks):
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(task, 1.0)
         if self._consumer is not None:
             self._consumer.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -426,6 +439,7 @@ class Runner:
                     await instance.check_environment()
                 except SubsystemUnavailableError as exc:
                     self._set_status(Status.UNAVAILABLE, str(exc))
+                    await self._publish_absent(str(exc))
                     # Programs get installed and devices plugged in: look again, less and less often.
                     await asyncio.sleep(self.backoff.next(0.0))
                     continue
@@ -445,6 +459,7 @@ class Runner:
                 self.log.exception("%s crashed", self.name)
                 delay = self.backoff.next(time.monotonic() - started)
                 self._set_status(Status.CRASHED, f"{type(exc).__name__}: {exc}; restart in {delay:.1f} s")
+                await self._publish_absent(f"crashed: {exc}")
                 await self.report(self.t_state, b"", "crashed", f"{self.name} crashed: {exc}")
                 await asyncio.sleep(delay)  # restart backoff
             finally:
@@ -453,6 +468,17 @@ class Runner:
                     await self.bus.unsubscribe(topic_filter, self._enqueue)
                 with contextlib.suppress(Exception):
                     await instance.teardown()
+
+    async def _publish_absent(self, reason: str) -> None:
+        state = self.cls.absent_state(reason)
+        if state is not None:
+            await self.bus.publish(self.t_state, state.model_dump_json().encode(), retain=True)
+
+    def _absent(self, reason: str) -> None:
+        if self.cls.absent_state(reason) is not None:
+            task = asyncio.create_task(self._publish_absent(reason))
+            self._side_tasks.add(task)
+            task.add_done_callback(self._side_tasks.discard)
 
     # Messages ------------------------------------------------------------------------------------
     def _enqueue(self, message: Message) -> None:
@@ -600,6 +626,7 @@ class Runner:
         if not new.enabled:
             await self._stop_task()
             self._set_status(Status.DISABLED)
+            self._absent("disabled")
             return
         instance = self.instance
         if self._task is not None and instance is not None and old is not None:
