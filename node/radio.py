@@ -29,6 +29,7 @@ from node.errors import CommandError, SubsystemUnavailableError
 from node.radiobrowser import RadioBrowser, RadioBrowserError, Station, dedupe
 from node.sources import SourceCommand, SourceState, split_title
 from node.stationindex import StationIndex
+from node.store import write_atomic
 from node.subsystem import Owned, Subsystem, SubsystemConfig
 from node.urlguard import UnsafeURLError, check_address, resolve_url
 
@@ -834,14 +835,15 @@ class Radio(Subsystem[RadioState, RadioConfig]):
         await self._publish_lists()
         try:
             rebuilt = await self.index.refresh(self.directory.all_stations, force=force)
-        except RadioBrowserError as exc:
+        except Exception as exc:  # a cache that could not be rebuilt is reported, never fatal
+            self.log.warning("radio: the station index was not rebuilt: %s", exc)
             self._index_state = self._index_state.model_copy(update={"refreshing": False, "error": str(exc)})
             await self._publish_lists()
             return False
         count = len(self.index) if rebuilt else self._index_state.stations
         if rebuilt:
             with contextlib.suppress(OSError):
-                (self.ctx.node.data_dir / "radio" / "index-count.json").write_text(str(count))
+                write_atomic(self.ctx.node.data_dir / "radio" / "index-count.json", str(count).encode())
             self.index.unload()  # searched only when the directory is down: don't hold it meanwhile
         self._index_state = IndexState(stations=count, built_at=self.index.built_at(), refreshing=False)
         await self._publish_lists()
