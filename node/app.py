@@ -91,7 +91,12 @@ class Node:
             on_mqtt = self.broker.ws_connected
         self.bus = bus
         self.web = WebServer(
-            cfg.web_root, on_mqtt, host=cfg.bind, port=cfg.http_port, max_message=cfg.mqtt.max_payload + 1024
+            cfg.web_root,
+            on_mqtt,
+            host=cfg.bind,
+            port=cfg.http_port,
+            max_message=cfg.mqtt.max_payload + 1024,
+            data_dir=cfg.data_dir,
         )
         await self.web.start()
         facts = NodeFacts(

@@ -19,6 +19,7 @@ from tests.fakes.radio_browser import FakeRadioBrowser, station
 from tests.helpers import Got, Probe, probe
 from tests.node.test_player_mpv import refused_url
 from tests.node.test_router import sink_config, sinks_dir
+from tests.node.test_web import image, raw, request, upload
 
 pytestmark = pytest.mark.timeout(40)
 
@@ -366,3 +367,35 @@ async def test_the_radio_follows_routing_without_reconnecting(
     assert icy.connections == 1
     for name in ("direct.wav", "loop_radio.wav"):
         assert (out / name).stat().st_size > 48000, name
+
+
+# Logos ------------------------------------------------------------------------------------------------
+async def test_a_logo_uploaded_to_the_node_goes_on_a_custom_station(
+    run_node: NodeFactory, icy: IcyServer
+) -> None:
+    async with radio_node(run_node) as (r, p, base):
+        http_port = r.node.http_port
+        assert http_port is not None
+        mark = await send(
+            p,
+            f"{base}/radio/custom/set",
+            {"add": {"name": "No Logo", "url": icy.url(), "logo": "/logos/" + "0" * 32 + ".png"}},
+        )
+        await error_for(p, base, mark, "unknown_logo")
+        bad = await upload(http_port, b"this is not a picture at all")
+        assert (bad.status, json.loads(bad.body)["code"]) == (415, "not_an_image")
+        huge = await raw(
+            http_port,
+            b"POST /api/logos HTTP/1.1\r\nHost: x\r\nContent-Length: 52428800\r\n\r\n" + b"\0" * 1024,
+        )
+        assert (huge.status, json.loads(huge.body)["code"]) == (413, "too_large")
+        good = await upload(http_port, image("JPEG", (1200, 600), mode="RGB", color=(10, 120, 200)))
+        assert good.status == 201, good.body
+        logo = json.loads(good.body)["url"]
+        custom = await add_custom(p, base, name="With Logo", url=icy.url(), logo=logo)
+        assert custom["logo"] == logo
+        served = await request(http_port, "GET", logo)
+        assert (served.status, served.headers["content-type"]) == (200, "image/png")
+        mark = await send(p, f"{base}/source/radio/set", {"play": custom["id"]})
+        got = await p.wait_for(f"{base}/source/radio", state_is("buffering"), after=mark)
+        assert got.json()["cover_url"] == logo
