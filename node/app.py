@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ctypes
 import gc
 import logging
 import os
@@ -135,6 +136,7 @@ class Node:
         # its pauses stay short on the command path (a Pi's full collection is milliseconds).
         gc.collect()
         gc.freeze()
+        _return_free_heap()
 
     def _alsa_config(self) -> Path:
         """Point this process's ALSA (and the programs it starts) at the node's asound.conf.
@@ -206,3 +208,12 @@ async def serve(config: NodeConfig, stop: asyncio.Event) -> None:
 
 
 __all__ = ["InboundMessage", "Node", "serve"]
+
+
+def _return_free_heap() -> None:
+    """Give the heap that start-up used and freed (schema building, config parsing) back to the OS.
+
+    glibc keeps freed arenas mapped; on a Pi with other daemons that is ~1 MB of RSS for nothing.
+    """
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
