@@ -26,12 +26,19 @@ from pydantic import (
 
 from node.bus import Message
 from node.errors import CommandError, SubsystemUnavailableError
-from node.radiobrowser import RadioBrowser, RadioBrowserError, Station, dedupe
+from node.radiobrowser import (
+    RadioBrowser,
+    RadioBrowserError,
+    RadioBrowserHTTPError,
+    Station,
+    dedupe,
+    http_request,
+)
 from node.sources import SourceCommand, SourceState, split_title
 from node.stationindex import StationIndex
 from node.store import write_atomic
 from node.subsystem import Owned, Subsystem, SubsystemConfig
-from node.urlguard import UnsafeURLError, check_address, resolve_url
+from node.urlguard import UnsafeURLError, check_address, redirect_checker, resolve_url
 
 if TYPE_CHECKING:
     from node.player_mpv import MpvPlayer, PlayerSnapshot
@@ -43,6 +50,16 @@ MAX_CUSTOM = 500
 MAX_BROKEN = 2000
 RECENT_MAX = 2000  # stations seen in search answers, so "add to favorites" needs no second lookup
 RADIO_STATES = ("idle", "buffering", "playing", "paused", "error")
+# Played through our own fetch and check; `.m3u8` is HLS, which mpv must open itself.
+PLAYLIST_EXTENSIONS = (".pls", ".m3u", ".asx", ".xspf")
+PLAYLIST_MAX_BYTES = 64 * 1024
+_PLAYLIST_URL = re.compile(
+    r"^\s*File\d+\s*=\s*(\S+)\s*$"  # PLS
+    r"|^\s*([a-z][a-z0-9+.-]*://\S+)\s*$"  # M3U: a URL alone on its line
+    r"|<ref\s+href\s*=\s*\"([^\"]+)\""  # ASX
+    r"|<location>\s*([^<\s]+)\s*</location>",  # XSPF
+    re.IGNORECASE | re.MULTILINE,
+)
 
 
 def _logo(value: str) -> str:
@@ -493,9 +510,12 @@ class Radio(Subsystem[RadioState, RadioConfig]):
     async def _tune(self, station: RadioStation) -> None:
         """Validate the URL (SSRF), then play; the outcome arrives as player snapshots."""
         try:
-            await resolve_url(station.url, allow_private=self.config.allow_private_urls)
+            stream = await self._stream_of(station.url)
         except UnsafeURLError as exc:
             raise CommandError("unsafe_url", f"{station.name}: {exc}") from None
+        except RadioBrowserError as exc:
+            await self._mark_broken(station, f"playlist: {exc}")
+            raise CommandError("station_failed", f"{station.name}: its playlist: {exc}") from None
         player = await self._ensure_player()
         self._played = False
         self._paused_at = None
@@ -512,9 +532,38 @@ class Radio(Subsystem[RadioState, RadioConfig]):
             error=None,
             retries=0,
         )
-        await player.play(station.url)
+        await player.play(stream)
         if self.config.click_counting and not station.custom and self._from_directory(station):
             self._spawn(self._click(station.id))
+
+    async def _stream_of(self, url: str) -> str:
+        """The URL to hand to mpv: the station's, or the first entry of its playlist, each one checked.
+
+        mpv would expand a playlist itself and open its entries unchecked; those URLs come from the
+        station's server, not from the user or the directory, so they get the same SSRF check here.
+        """
+        allow = self.config.allow_private_urls
+        safe = await resolve_url(url, allow_private=allow)
+        if not urlsplit(url).path.lower().endswith(PLAYLIST_EXTENSIONS):
+            return url
+        response = await http_request(
+            "GET",
+            url,
+            headers={"User-Agent": self.directory.user_agent},
+            timeout=self.config.network_timeout_s,
+            max_bytes=PLAYLIST_MAX_BYTES,
+            connect_address=safe.address,
+            max_redirects=3,
+            redirect_check=redirect_checker(allow_private=allow),
+        )
+        if not 200 <= response.status < 300:
+            raise RadioBrowserHTTPError(response.status, f"HTTP {response.status} {response.reason}")
+        entries = playlist_entries(response.body.decode("utf-8", errors="replace"))
+        if not entries:
+            raise RadioBrowserError("no stream URL in it")
+        entry = entries[0]
+        await resolve_url(entry, allow_private=allow)
+        return entry
 
     def _from_directory(self, station: RadioStation) -> bool:
         return re.fullmatch(r"[0-9a-fA-F-]{8,64}", station.id) is not None
@@ -868,6 +917,16 @@ class Radio(Subsystem[RadioState, RadioConfig]):
 
     async def on_config(self, old: RadioConfig, new: RadioConfig) -> bool:
         return False  # a new player and directory client with the new settings
+
+
+def playlist_entries(text: str) -> list[str]:
+    """Stream URLs listed in a PLS, M3U, ASX or XSPF playlist, in order; anything else is ignored."""
+    found: list[str] = []
+    for match in _PLAYLIST_URL.finditer(text):
+        url = next(g for g in match.groups() if g is not None).strip()
+        if url.lower().startswith(("http://", "https://")) and url not in found:
+            found.append(url)
+    return found
 
 
 def _literal_host(url: str) -> str | None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 from collections.abc import AsyncIterator, Callable
@@ -11,7 +12,7 @@ from typing import Any
 import pytest
 
 from node.info import Info
-from node.radio import Radio
+from node.radio import Radio, playlist_entries
 from node.router import Router
 from tests.conftest import NodeFactory, Running
 from tests.fakes.icy_server import BITRATE, MISSING, IcyServer, make_mp3
@@ -399,3 +400,66 @@ async def test_a_logo_uploaded_to_the_node_goes_on_a_custom_station(
         mark = await send(p, f"{base}/source/radio/set", {"play": custom["id"]})
         got = await p.wait_for(f"{base}/source/radio", state_is("buffering"), after=mark)
         assert got.json()["cover_url"] == logo
+
+
+# Playlists -----------------------------------------------------------------------------------------
+@contextlib.asynccontextmanager
+async def playlist_server(body: str) -> AsyncIterator[str]:
+    """Serves `body` as a PLS file at /station.pls; yields its URL."""
+
+    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.readuntil(b"\r\n\r\n")
+        data = body.encode()
+        head = f"HTTP/1.1 200 OK\r\nContent-Type: audio/x-scpls\r\nContent-Length: {len(data)}\r\n\r\n"
+        writer.write(head.encode() + data)
+        await writer.drain()
+        writer.close()
+
+    server = await asyncio.start_server(serve, "127.0.0.1", 0)
+    try:
+        yield f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}/station.pls"
+    finally:
+        server.close()
+        await server.wait_closed()
+
+
+def test_playlist_entries_of_every_format() -> None:
+    assert playlist_entries(
+        "[playlist]\nFile1=http://a.example/x\nTitle1=A\nFile2=https://b.example/y\n"
+    ) == [
+        "http://a.example/x",
+        "https://b.example/y",
+    ]
+    assert playlist_entries("#EXTM3U\n#EXTINF:-1,A\nhttp://c.example:8000/s\nrtsp://d.example/s\n") == [
+        "http://c.example:8000/s"
+    ]
+    assert playlist_entries('<asx><entry><ref href="http://e.example/s"/></entry></asx>') == [
+        "http://e.example/s"
+    ]
+    assert playlist_entries("<trackList><track><location>http://f.example/s</location></track>") == [
+        "http://f.example/s"
+    ]
+    assert playlist_entries("<html>not a playlist</html>") == []
+
+
+async def test_a_playlist_is_opened_by_the_node_and_its_entry_checked(
+    run_node: NodeFactory, icy: IcyServer
+) -> None:
+    async with radio_node(run_node) as (_, p, base):
+        async with playlist_server(f"[playlist]\nNumberOfEntries=1\nFile1={icy.url()}\n") as pls:
+            mark = await send(p, f"{base}/source/radio/set", {"url": pls, "name": "Listed"})
+            got = await p.wait_for(f"{base}/source/radio", state_is("playing"), after=mark)
+            assert got.json()["station"]["url"] == pls
+        # An entry no configuration allows (multicast), listed by a server the user may reach.
+        async with playlist_server("[playlist]\nFile1=http://224.0.0.1/stream\n") as pls:
+            mark = await send(p, f"{base}/source/radio/set", {"url": pls})
+            err = await error_for(p, base, mark, "unsafe_url")
+            assert "multicast" in err["error"]
+        async with playlist_server("nothing to play here") as pls:
+            custom = await add_custom(p, base, name="Empty List", url=pls)
+            mark = await send(p, f"{base}/source/radio/set", {"play": custom["id"]})
+            err = await error_for(p, base, mark, "station_failed")
+            assert "no stream URL" in err["error"]
+            await p.wait_for(
+                f"{base}/radio/broken", lambda g: custom["id"] in g.json()["stations"], after=mark
+            )
