@@ -21,7 +21,6 @@ from pydantic import (
     Field,
     TypeAdapter,
     ValidationError,
-    field_validator,
 )
 
 from node.bus import Message
@@ -76,25 +75,40 @@ def _stream_url(value: str) -> str:
     return value
 
 
+def _country_code(value: str) -> str:
+    value = value.strip().upper()
+    if value and not re.fullmatch(r"[A-Z]{2}", value):
+        raise ValueError("country is a two-letter ISO 3166 code such as FR")
+    return value
+
+
 StreamURL = Annotated[str, Field(max_length=2048), AfterValidator(_stream_url)]
+CountryCode = Annotated[
+    str, Field(max_length=8, description="ISO 3166-1 code, e.g. FR"), AfterValidator(_country_code)
+]
 LogoRef = Annotated[str, Field(max_length=2048), AfterValidator(_logo)]
 
 
-class RadioStation(BaseModel):
-    """A station with everything needed to play it without the directory."""
+class StationFields(BaseModel):
+    """A station as a user types it; the node gives it its id."""
 
     model_config = ConfigDict(extra="forbid")
 
-    id: str = Field(pattern=STATION_ID, description="the directory's stationuuid, or custom-<hex>")
     name: str = Field(min_length=1, max_length=200)
     url: StreamURL = Field(description="the stream (or playlist) URL")
     homepage: str = Field(default="", max_length=2048)
     logo: LogoRef = Field(default="", description="http(s) URL, or /logos/<file> on the node")
-    country: str = Field(default="", pattern=r"^([A-Z]{2})?$", description="ISO 3166-1 code")
+    country: CountryCode = ""
     genre: str = Field(default="", max_length=200, description="comma-separated tags")
     language: str = Field(default="", max_length=100)
     codec: str = Field(default="", max_length=20)
     bitrate: int = Field(default=0, ge=0, le=100_000, description="kbit/s, 0 = unknown")
+
+
+class RadioStation(StationFields):
+    """A station with everything needed to play it without the directory."""
+
+    id: str = Field(pattern=STATION_ID, description="the directory's stationuuid, or custom-<hex>")
     custom: bool = Field(default=False, description="added by a user, not from the directory")
 
     @classmethod
@@ -258,30 +272,6 @@ class MoveFavorite(BaseModel):
     to: int = Field(ge=0)
 
 
-class CustomFields(BaseModel):
-    """A custom station as a user types it; the node gives it its id."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    name: str = Field(min_length=1, max_length=200)
-    url: StreamURL
-    homepage: str = Field(default="", max_length=2048)
-    logo: LogoRef = ""
-    country: str = Field(default="", max_length=2)
-    genre: str = Field(default="", max_length=200)
-    language: str = Field(default="", max_length=100)
-    codec: str = Field(default="", max_length=20)
-    bitrate: int = Field(default=0, ge=0, le=100_000)
-
-    @field_validator("country")
-    @classmethod
-    def _country(cls, value: str) -> str:
-        value = value.strip().upper()
-        if value and not re.fullmatch(r"[A-Z]{2}", value):
-            raise ValueError("country is a two-letter ISO 3166 code such as FR")
-        return value
-
-
 class CustomPatch(BaseModel):
     """Fields to change on a custom station; only those given change."""
 
@@ -292,7 +282,7 @@ class CustomPatch(BaseModel):
     url: str | None = Field(default=None, max_length=2048)
     homepage: str | None = Field(default=None, max_length=2048)
     logo: str | None = Field(default=None, max_length=2048)
-    country: str | None = Field(default=None, max_length=2)
+    country: CountryCode | None = None
     genre: str | None = Field(default=None, max_length=200)
     language: str | None = Field(default=None, max_length=100)
     codec: str | None = Field(default=None, max_length=20)
@@ -301,7 +291,7 @@ class CustomPatch(BaseModel):
 
 class AddCustom(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    add: CustomFields
+    add: StationFields
 
 
 class UpdateCustom(BaseModel):
@@ -327,7 +317,7 @@ class SearchRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     query: str = Field(default="", max_length=200, description="words of the station name")
-    country: str = Field(default="", max_length=2, description="ISO 3166-1 code, e.g. FR")
+    country: CountryCode = ""
     tag: str = Field(default="", max_length=60, description="a genre tag, e.g. jazz")
     language: str = Field(default="", max_length=60, description="e.g. french")
     limit: int = Field(default=30, ge=1, le=200)
@@ -335,14 +325,6 @@ class SearchRequest(BaseModel):
     source: Literal["auto", "directory", "index"] | None = Field(
         default=None, description="where to search; default: the radio config's `search`"
     )
-
-    @field_validator("country")
-    @classmethod
-    def _country(cls, value: str) -> str:
-        value = value.strip().upper()
-        if value and not re.fullmatch(r"[A-Z]{2}", value):
-            raise ValueError("country is a two-letter ISO 3166 code such as FR")
-        return value
 
 
 class SearchResult(BaseModel):
@@ -741,7 +723,7 @@ class Radio(Subsystem[RadioState, RadioConfig]):
             changes = patch.model_dump(exclude_unset=True, exclude={"id"})
             fields = {**custom[index].model_dump(exclude={"id", "custom"}), **changes}
             try:
-                checked = CustomFields.model_validate(fields).model_dump()
+                checked = StationFields.model_validate(fields).model_dump()
             except ValueError as exc:
                 raise CommandError("invalid_payload", str(exc)) from None
             self._check_custom(checked)
