@@ -10,11 +10,12 @@ from node.player import Player
 from node.radio import Radio
 from node.router import Router
 from node.subsystem import Subsystem
+from node.ui import Ui
 from node.volume import Volume
 
 # Explicit and type-checked (see shared/STYLE.md §6): a new subsystem is one line here.
 # Start order: the router writes asound.conf before the others open ALSA devices.
-ALL: tuple[type[Subsystem[Any, Any]], ...] = (Info, Router, Equalizer, Volume, Radio, Player)
+ALL: tuple[type[Subsystem[Any, Any]], ...] = (Info, Router, Equalizer, Volume, Radio, Player, Ui)
 
 
 def names() -> list[str]:

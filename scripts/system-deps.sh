@@ -16,6 +16,7 @@ packages=(
     pulseaudio-utils   # pactl / parec, to check what reached that sink
     libmpv2            # the radio player (python-mpv loads libmpv.so.2)
     lame               # tests: encode the MP3 that the local ICY stream server plays
+    chromium           # tests/ui: the real page in headless Chromium; also the kiosk browser of the touch screen
 )
 
 missing=()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gzip
 import io
 import json
 import struct
@@ -499,3 +500,21 @@ async def test_mqtt_over_websocket_through_a_node(run_node: NodeFactory) -> None
             assert (await tcp.wait_for("test/from-ws")).text == "x" * 5000
         got = await request(r.node.http_port, "GET", "/")
         assert got.status == 200
+
+
+async def test_static_files_are_gzipped_and_revalidated(web: Served) -> None:
+    (web.root / "app.js").write_text("export const answer = 42;\n" * 200)
+    plain = await request(web.server.port, "GET", "/app.js")
+    assert plain.status == 200
+    assert "content-encoding" not in plain.headers
+    etag = plain.headers["etag"]
+    packed = await request(web.server.port, "GET", "/app.js", headers={"Accept-Encoding": "gzip, br"})
+    assert (packed.headers["content-encoding"], packed.headers["vary"]) == ("gzip", "Accept-Encoding")
+    assert gzip.decompress(packed.body) == plain.body
+    assert len(packed.body) < len(plain.body) // 10
+    same = await request(web.server.port, "GET", "/app.js", headers={"If-None-Match": etag})
+    assert (same.status, same.body, same.headers["etag"]) == (304, b"", etag)
+    (web.root / "app.js").write_text("export const answer = 43;\n")
+    changed = await request(web.server.port, "GET", "/app.js", headers={"If-None-Match": etag})
+    assert changed.status == 200
+    assert changed.body == b"export const answer = 43;\n"

@@ -1,0 +1,133 @@
+"""`python -m tests.ui.screenshots`: the main views at phone and 800x480 sizes, into docs/screenshots/."""
+
+# A real node (PulseAudio's null sink for the volume, a local ICY stream for the radio, the fake
+# station directory) is set up as a person would use it, then Debian's Chromium photographs each view.
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import tempfile
+from pathlib import Path
+
+from PIL import Image
+from playwright.async_api import Browser, Page, expect
+
+from tests.fakes.icy_server import IcyServer, make_mp3
+from tests.helpers import Probe, probe
+from tests.pulse import running_pulse
+from tests.ui.harness import CLASSIC_ID, JAZZ_ID, KIOSK, PHONE, ROCK_ID, UiNode, chromium, ui_node
+
+OUT = Path(__file__).resolve().parents[2] / "docs" / "screenshots"
+SIZES = {"phone": PHONE, "800x480": KIOSK}
+
+
+async def prepare(node: UiNode, p: Probe) -> None:
+    """Favorites, a custom station, the rock preset with the EQ on, 35 %, and Jazz Corner playing."""
+    base = node.base
+    await p.subscribe(f"{base}/#")
+    await p.request(f"{base}/radio/search", {"query": ""})  # the node remembers what a search showed
+    for sid in (JAZZ_ID, ROCK_ID, CLASSIC_ID):
+        await p.publish(f"{base}/radio/favorites/set", {"add": sid})
+    await p.wait_for(f"{base}/radio/favorites", lambda g: len(g.json()["stations"]) == 3)
+    custom = {
+        "name": "Kitchen stream",
+        "url": "http://192.0.2.10:8000/live",
+        "country": "FR",
+        "genre": "talk",
+    }
+    await p.publish(f"{base}/radio/custom/set", {"add": custom})
+    await p.publish(f"{base}/routing/set", {"equalizer": True})
+    await p.publish(f"{base}/equalizer/set", "rock")
+    await p.publish(f"{base}/volume/set", "35")
+    await p.publish(f"{base}/source/radio/set", {"play": JAZZ_ID})
+    await p.wait_for(f"{base}/player", lambda g: g.json()["state"] == "playing" and bool(g.json()["artist"]))
+    await p.wait_for(f"{base}/volume", lambda g: g.json()["percent"] == 35)
+
+
+async def shoot(page: Page, name: str, out: Path) -> None:
+    path = out / f"{name}.png"
+    await page.screenshot(path=str(path), animations="disabled", caret="hide")
+    # A dark UI has few colours: a 64-colour palette keeps each file small and looks the same.
+    with Image.open(path) as image:
+        image.convert("RGB").quantize(colors=64, method=Image.Quantize.MEDIANCUT).save(path, optimize=True)
+
+
+async def views(browser: Browser, node: UiNode, size: str, out: Path) -> None:
+    kiosk = size == "800x480"
+    context = await browser.new_context(viewport=SIZES[size])  # type: ignore[arg-type]
+    page = await context.new_page()
+    await page.goto(node.url + ("?kiosk=1" if kiosk else ""))
+    await page.wait_for_selector("body[data-ready='1']")
+    await expect(page.locator("#np-artist")).to_have_text("Artist One")
+    await expect(page.locator("#volume-pct")).to_have_text("35")
+    await shoot(page, f"playing-{size}", out)
+    await page.locator("[data-view=radio]").click()
+    await expect(page.locator("#favorites li")).to_have_count(3)
+    await shoot(page, f"radio-{size}", out)
+    await page.locator("[data-tab=search]").click()
+    await page.locator("#search input[name=query]").click()
+    await page.locator("#search input[name=query]").fill("jazz")
+    if kiosk:
+        await shoot(page, f"radio-keyboard-{size}", out)
+    await page.locator("#search input[name=query]").press("Enter")
+    await expect(page.locator("#results li")).to_have_count(2)
+    await page.locator("#search input[name=query]").blur()
+    await shoot(page, f"radio-search-{size}", out)
+    await page.locator("[data-view=equalizer]").click()
+    await expect(page.locator("[data-preset=rock]")).to_have_attribute("aria-pressed", "true")
+    await shoot(page, f"equalizer-{size}", out)
+    await page.locator("[data-view=settings]").click()
+    section = page.locator("details[data-config='volume/config']")
+    await section.locator("summary").click()
+    await expect(section.locator("[data-key=limit_max] input")).to_have_value("100")
+    await section.evaluate("e => e.scrollIntoView({ block: 'start' })")
+    await shoot(page, f"settings-{size}", out)
+    await page.locator("[data-view=info]").click()
+    await expect(page.locator("[data-subsystem=radio] .badge")).to_have_text("running")
+    await shoot(page, f"info-{size}", out)
+    await context.close()
+
+
+async def settle_tasks(timeout: float = 2.0) -> None:
+    """Let the stream server's connections notice they are closed, rather than cancel them at exit."""
+    others = asyncio.all_tasks() - {asyncio.current_task()}
+    if others:
+        await asyncio.wait(others, timeout=timeout)
+
+
+async def run(out: Path) -> None:
+    with tempfile.TemporaryDirectory(prefix="milo-shots-") as tmp, running_pulse() as pulse:
+        os.environ["PULSE_SERVER"] = pulse.server
+        pulse.set(65536)
+        icy = await IcyServer(make_mp3(Path(tmp))).start()
+        try:
+            async with (
+                ui_node(Path(tmp), "livingroom", stream_url=icy.url()) as node,
+                probe(node.mqtt_port) as p,
+                chromium() as browser,
+            ):
+                await prepare(node, p)
+                for size in SIZES:
+                    await views(browser, node, size, out)
+                # Stopped before the stream server goes, so neither side sees the other vanish.
+                await p.publish(f"{node.base}/source/radio/set", "stop")
+                await p.wait_for(f"{node.base}/source/radio", lambda g: g.json()["state"] == "idle")
+        finally:
+            await icy.close()
+            await settle_tasks()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--out", type=Path, default=OUT)
+    out: Path = parser.parse_args().out
+    out.mkdir(parents=True, exist_ok=True)
+    asyncio.run(run(out))
+    for path in sorted(out.glob("*.png")):
+        print(f"{path.name}: {path.stat().st_size // 1024} KB")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,128 @@
+// The MQTT link, in a Web Worker: mqtt.js's 340 KB are parsed, and its streams run, off the page's
+// thread, and it starts connecting while the page's own modules are still loading. It finds the
+// node, keeps to its topics and hands the page decoded messages; the page sends commands through it.
+import mqtt from '../vendor/mqtt.esm.js';
+
+// With several nodes on one broker and none serving this page's port, wait this long for all
+// retained `info` messages before taking the first node that showed up.
+const DISCOVERY_GRACE_MS = 1200;
+
+const params = new URLSearchParams(self.location.search); // the page's own query, passed in the URL
+const id = `milo-ui-${Math.random().toString(36).slice(2, 10)}`;
+const replyTo = `milo-ui/${id}/reply`;
+const syncTopic = `milo-ui/${id}/sync`;
+const nodes = new Map(); // node id -> { info, status } as discovered
+let client = null;
+let base = null;
+let anyNode = false;
+
+const post = (message) => self.postMessage(message);
+
+function decode(payload) {
+  const text = new TextDecoder().decode(payload);
+  if (text === '') return undefined;
+  try {
+    return JSON.parse(text);
+  } catch {
+    return text;
+  }
+}
+
+function connect() {
+  post({ type: 'hello', replyTo });
+  const scheme = self.location.protocol === 'https:' ? 'wss' : 'ws';
+  client = mqtt.connect(`${scheme}://${self.location.host}/mqtt`, {
+    clientId: id,
+    protocolVersion: 4,
+    clean: true,
+    keepalive: 30,
+    reconnectPeriod: 1000,
+    connectTimeout: 5000,
+    resubscribe: false, // subscriptions are made again on every connect, for the retained state
+  });
+  client.on('connect', onConnect);
+  client.on('message', onMessage);
+  client.on('close', () => post({ type: 'link', status: 'offline' }));
+  client.on('reconnect', () => post({ type: 'link', status: 'connecting' }));
+  client.on('error', (err) => console.warn('mqtt:', err.message));
+}
+
+function onConnect() {
+  post({ type: 'link', status: 'connected' });
+  client.subscribe(['milo/+/status', 'milo/+/info', replyTo], { qos: 0 });
+  if (base) {
+    // Topics deleted while the link was down must go: the state is rebuilt from the retained messages.
+    post({ type: 'clear' });
+    subscribeState();
+  } else {
+    setTimeout(() => { anyNode = true; pickFallback(); }, DISCOVERY_GRACE_MS);
+  }
+}
+
+// Brokers (amqtt, mosquitto at QoS 0) send a subscription's retained messages before they answer
+// the next SUBSCRIBE: that answer says the node's whole state is here, so the page's first render
+// is complete and no view shows "not available" for a subsystem whose state was still on its way.
+function subscribeState() {
+  client.subscribe(`${base}/#`, { qos: 0 });
+  client.subscribe(syncTopic, { qos: 0 }, () => post({ type: 'settled' }));
+}
+
+function onMessage(topic, payload) {
+  if (topic === replyTo) return post({ type: 'reply', reply: decode(payload) });
+  const parts = topic.split('/');
+  if (parts[0] !== 'milo' || parts.length < 3) return;
+  const nodeId = parts[1];
+  const path = parts.slice(2).join('/');
+  const value = decode(payload);
+  if (path === 'info' || path === 'status') discover(nodeId, path, value);
+  if (!base || topic.slice(0, base.length + 1) !== `${base}/`) return;
+  if (path === 'error') return post({ type: 'error', error: value });
+  // Other clients' commands and requests travel under the base too; they are not state.
+  const last = parts[parts.length - 1];
+  if (last === 'set' || last === 'get') return;
+  if (value && typeof value === 'object' && 'reply_to' in value) return;
+  post({ type: 'state', path, value });
+}
+
+// Which node this page shows: ?node=<id>, else the one whose info says it serves this HTTP port.
+function discover(nodeId, path, value) {
+  const entry = nodes.get(nodeId) || {};
+  entry[path] = value;
+  nodes.set(nodeId, entry);
+  if (base) return;
+  const wanted = params.get('node');
+  if (wanted) {
+    if (nodeId === wanted) choose(nodeId);
+    return;
+  }
+  const port = Number(self.location.port || (self.location.protocol === 'https:' ? 443 : 80));
+  if (entry.info && typeof entry.info === 'object' && entry.info.http_port === port) choose(nodeId);
+  else if (anyNode) pickFallback();
+}
+
+function pickFallback() {
+  if (base || params.get('node')) return;
+  const known = [...nodes.entries()].filter(([, n]) => n.info || n.status);
+  const online = known.filter(([, n]) => n.status === 'online');
+  const pick = (online[0] || known[0] || [])[0];
+  if (pick) choose(pick);
+}
+
+function choose(nodeId) {
+  base = `milo/${nodeId}`;
+  post({ type: 'node', nodeId });
+  const seen = nodes.get(nodeId) || {};
+  for (const path of ['status', 'info']) {
+    if (seen[path] !== undefined) post({ type: 'state', path, value: seen[path] });
+  }
+  subscribeState();
+}
+
+self.onmessage = (event) => {
+  const message = event.data;
+  if (message.type === 'publish' && client && client.connected && base) {
+    client.publish(`${base}/${message.path}`, message.payload, { qos: 1, retain: false });
+  }
+};
+
+connect();

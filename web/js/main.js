@@ -1,0 +1,128 @@
+// Start-up: language, the MQTT link, the dock of views, and the one render loop they share.
+import * as node from './node.js';
+import { h, icon, toast, clear } from './dom.js';
+import { t, tOr, setLanguage, remembered, onLanguage } from './i18n.js';
+import playing from './views/playing.js';
+import radio from './views/radio.js';
+import equalizer from './views/equalizer.js';
+import multiroom from './views/multiroom.js';
+import settings from './views/settings.js';
+import info from './views/info.js';
+
+const VIEWS = [playing, radio, equalizer, multiroom, settings, info];
+const params = new URLSearchParams(location.search);
+const views = new Map(); // id -> { view, section, button, stale }
+let currentId = null;
+let firstState = false;
+
+function build() {
+  const main = document.getElementById('views');
+  const dock = document.getElementById('dock');
+  for (const view of VIEWS) {
+    const section = h('section.view', { id: `view-${view.id}`, hidden: true });
+    const button = h('button', {
+      dataset: { view: view.id },
+      onClick: () => { location.hash = view.id; },
+    }, icon(view.icon), h('span', { i18n: view.label }));
+    main.append(section);
+    dock.append(button);
+    view.mount(section);
+    views.set(view.id, { view, section, button, stale: true });
+  }
+}
+
+function show(id) {
+  const entry = views.get(id) || views.get(VIEWS[0].id);
+  if (currentId === entry.view.id) return;
+  const previous = views.get(currentId);
+  if (previous) {
+    previous.section.hidden = true;
+    previous.button.removeAttribute('aria-current');
+    previous.view.hide?.();
+  }
+  currentId = entry.view.id;
+  entry.section.hidden = false;
+  entry.button.setAttribute('aria-current', 'page');
+  if (entry.stale) {
+    entry.stale = false;
+    entry.view.update(null);
+  }
+  entry.view.show?.();
+  markFirstState();
+}
+
+// Only the visible view renders on every message; the others catch up (in full) when shown.
+function render(paths) {
+  for (const [id, entry] of views) {
+    if (id === currentId) entry.view.update(paths.size ? paths : null);
+    else entry.stale = true;
+  }
+  header();
+  if (paths.size) markFirstState();
+}
+
+// For bench/ui.py and the tests: the first frame that shows the node's state, not a placeholder.
+function markFirstState() {
+  if (firstState || !currentId || !node.link.base || node.state.size === 0) return;
+  firstState = true;
+  document.body.dataset.ready = '1';
+  performance.mark('milo-first-state');
+}
+
+function header() {
+  const conn = document.getElementById('conn');
+  const info = node.get('info');
+  const offline = node.get('status') === 'offline';
+  const status = node.link.status === 'connected' && (offline || !node.link.base) ? 'connecting' : node.link.status;
+  conn.dataset.state = offline ? 'offline' : status;
+  const text = document.getElementById('conn-text');
+  const key = offline ? 'conn.node_offline' : node.link.base || status !== 'connected' ? `conn.${status}` : 'conn.searching';
+  text.dataset.i18n = key;
+  text.textContent = t(key);
+  const name = info && typeof info === 'object' ? info.host || info.node_id : node.link.nodeId;
+  document.getElementById('node-name').textContent = name ? `Milo · ${name}` : 'Milo';
+  document.title = name ? `Milo · ${name}` : 'Milo';
+}
+
+// Every error the node returns for this page's commands is shown: the translated code, then
+// the node's own words.
+function showError(error) {
+  const title = tOr(`err.${error.code}`, t('err.other'), { code: error.code });
+  toast(title, error.error || '');
+}
+
+function followLanguage(paths) {
+  if (paths && !paths.has('ui')) return;
+  const ui = node.get('ui');
+  if (ui && typeof ui === 'object' && ui.language) setLanguage(ui.language).catch((e) => console.warn(e));
+}
+
+async function start() {
+  // First: mqtt.js's first connect costs tens of ms of set-up that overlaps the rest of start-up.
+  node.connect();
+  build();
+  // The language this screen used last paints the first frame; the node's `ui` topic then rules.
+  const language = setLanguage(remembered()).catch((e) => console.warn(e));
+  node.onChange(render);
+  node.onChange(followLanguage);
+  node.onError(showError);
+  onLanguage(() => {
+    for (const [id, entry] of views) {
+      if (id === currentId) entry.view.update(null);
+      else entry.stale = true;
+    }
+    header();
+  });
+  await language;
+  show(location.hash.slice(1));
+  window.addEventListener('hashchange', () => show(location.hash.slice(1)));
+  if (params.get('kiosk') === '1') {
+    document.body.classList.add('kiosk');
+    const { installKeyboard } = await import('./keyboard.js');
+    installKeyboard();
+  }
+}
+
+start().catch((error) => {
+  clear(document.getElementById('views'), h('p.notice', { text: String(error) }));
+});

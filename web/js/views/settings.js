@@ -1,0 +1,178 @@
+// Settings: the shared UI language, and a form for every subsystem's retained `<sub>/config`.
+// Only the keys a person changed are sent, as a partial object; the node validates and answers.
+import * as node from '../node.js';
+import { h, clear } from '../dom.js';
+import { t, LANGUAGES, language, setLanguage } from '../i18n.js';
+
+const el = {};
+const forms = new Map(); // config path -> { details, fields: Map(key -> field), message }
+
+export default { id: 'settings', icon: 'settings', label: 'nav.settings', mount, update };
+
+function mount(root) {
+  el.languages = h('div.langs', { id: 'languages', role: 'group' });
+  el.configs = h('div', { id: 'configs' });
+  root.append(h('h2', { i18n: 'settings.language' }), el.languages, h('h2', { i18n: 'settings.subsystems' }), el.configs);
+}
+
+function renderLanguages() {
+  const ui = node.get('ui');
+  const shared = ui && typeof ui === 'object';
+  const offered = shared && Array.isArray(ui.languages) ? ui.languages.filter((l) => l in LANGUAGES) : Object.keys(LANGUAGES);
+  const active = shared ? ui.language : language();
+  clear(el.languages, offered.map((code) => h('button', {
+    lang: code,
+    dataset: { lang: code },
+    'aria-pressed': String(code === active),
+    text: LANGUAGES[code],
+    // With the `ui` subsystem the choice is the node's, for every screen; without it, this one's.
+    onClick: () => (shared ? node.send('ui/set', code) : setLanguage(code)),
+  })), shared ? null : h('p.dim', { i18n: 'settings.language_local' }));
+}
+
+function configPaths() {
+  return [...node.state.keys()].filter((p) => p.endsWith('/config') && typeof node.get(p) === 'object').sort();
+}
+
+function kind(value) {
+  if (typeof value === 'boolean') return 'bool';
+  if (typeof value === 'number') return 'number';
+  if (typeof value === 'string') return 'text';
+  return 'json';
+}
+
+function makeField(key, value, onDirty) {
+  const type = kind(value);
+  let input;
+  if (type === 'bool') input = h('input', { type: 'checkbox' });
+  else if (type === 'number') input = h('input', { type: 'number', step: 'any', inputMode: 'decimal' });
+  else if (type === 'text') input = h('input', { type: 'text', autocomplete: 'off', spellcheck: false });
+  else input = h('textarea', { spellcheck: false, rows: 3 });
+  const label = h('span', { text: key });
+  const box = type === 'bool' ? h('label.switch.field', {}, input, label) : h('label.field', {}, label, input);
+  box.dataset.key = key;
+  const field = { key, type, input, box, original: value, dirty: false };
+  field.set = (v) => {
+    field.original = v;
+    if (type === 'bool') input.checked = Boolean(v);
+    else if (type === 'json') input.value = JSON.stringify(v, null, 1);
+    else input.value = v === null || v === undefined ? '' : String(v);
+  };
+  field.read = () => {
+    if (type === 'bool') return input.checked;
+    if (type === 'number') return input.value.trim() === '' ? null : Number(input.value);
+    if (type === 'text') return input.value;
+    return JSON.parse(input.value);
+  };
+  const mark = () => {
+    field.dirty = true;
+    box.classList.add('dirty');
+    onDirty();
+  };
+  input.addEventListener('input', mark);
+  input.addEventListener('change', mark);
+  field.set(value);
+  return field;
+}
+
+function makeForm(path) {
+  const message = h('div.msg');
+  const fields = new Map();
+  const body = h('div.fields');
+  const save = h('button.primary', { i18n: 'common.save', type: 'submit', disabled: true });
+  const revert = h('button', { i18n: 'settings.revert', type: 'button', disabled: true });
+  const form = h('form', { onSubmit: (e) => { e.preventDefault(); submit(path); } }, body, message, h('div.row', {}, save, revert));
+  const summary = h('summary', {}, h('span.grow', { text: path.slice(0, -'/config'.length) }), h('span.badge'));
+  const details = h('details.cfg', { dataset: { config: path } }, summary, form);
+  const entry = { details, fields, body, message, save, revert, summary };
+  const dirty = () => { save.disabled = false; revert.disabled = false; };
+  revert.addEventListener('click', () => { for (const f of fields.values()) clean(f); refresh(path, entry); });
+  entry.dirty = dirty;
+  return entry;
+}
+
+function clean(field) {
+  field.dirty = false;
+  field.box.classList.remove('dirty');
+}
+
+// A field the person is editing keeps their text; the others follow the node.
+function refresh(path, entry) {
+  const config = node.get(path);
+  for (const [key, value] of Object.entries(config)) {
+    let field = entry.fields.get(key);
+    if (!field || field.type !== kind(value) && kind(value) !== 'json') {
+      field = makeField(key, value, entry.dirty);
+      const old = entry.fields.get(key);
+      if (old) old.box.replaceWith(field.box);
+      else entry.body.append(field.box);
+      entry.fields.set(key, field);
+    } else if (!field.dirty) {
+      field.set(value);
+    } else {
+      field.original = value;
+    }
+  }
+  const anyDirty = [...entry.fields.values()].some((f) => f.dirty);
+  entry.save.disabled = !anyDirty;
+  entry.revert.disabled = !anyDirty;
+  const badge = entry.summary.querySelector('.badge');
+  badge.hidden = config.enabled !== false;
+  badge.textContent = t('settings.disabled');
+}
+
+function submit(path) {
+  const entry = forms.get(path);
+  const update = {};
+  entry.message.textContent = '';
+  for (const field of entry.fields.values()) {
+    if (!field.dirty) continue;
+    let value;
+    try {
+      value = field.read();
+    } catch {
+      entry.message.textContent = t('settings.bad_json', { key: field.key });
+      field.input.focus();
+      return;
+    }
+    if (JSON.stringify(value) !== JSON.stringify(field.original)) update[field.key] = value;
+  }
+  for (const field of entry.fields.values()) clean(field);
+  entry.save.disabled = true;
+  entry.revert.disabled = true;
+  if (!Object.keys(update).length) return;
+  node.send(`${path}/set`, update, {
+    onError: (error) => {
+      entry.message.textContent = error.error;
+      refresh(path, entry);
+    },
+  });
+}
+
+function update(paths) {
+  if (!paths || paths.has('ui')) renderLanguages();
+  const all = configPaths();
+  if (!all.length) {
+    clear(el.configs, h('p.dim', { i18n: 'settings.none' }));
+    forms.clear();
+    return;
+  }
+  if (!forms.size) clear(el.configs);
+  for (const path of all) {
+    if (paths && !paths.has(path) && forms.has(path)) continue;
+    let entry = forms.get(path);
+    if (!entry) {
+      entry = makeForm(path);
+      forms.set(path, entry);
+      const next = [...forms.keys()].sort().find((p) => p > path && forms.get(p).details.isConnected);
+      el.configs.insertBefore(entry.details, next ? forms.get(next).details : null);
+    }
+    refresh(path, entry);
+  }
+  for (const [path, entry] of forms) {
+    if (!all.includes(path)) {
+      entry.details.remove();
+      forms.delete(path);
+    }
+  }
+}
