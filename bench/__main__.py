@@ -98,6 +98,32 @@ class Client:
         self.sock.close()
 
 
+@dataclass
+class NodeProcess:
+    """A node started as its own process on a fresh embedded broker, as `milo run` would be."""
+
+    base: str
+    port: int
+    proc: subprocess.Popen[bytes]
+
+
+def start_node(
+    workdir: Path, config: str, *, only: tuple[str, ...] = (), env: dict[str, str] | None = None
+) -> NodeProcess:
+    """`milo run` with `config` (TOML text) in `workdir`, loopback only, quiet."""
+    path = workdir / "milo.toml"
+    path.write_text(config)
+    node_id = f"bench{uuid.uuid4().hex[:6]}"
+    port = free_port()
+    args = [sys.executable, "-m", "node", "run", "--config", str(path), "--node-id", node_id]
+    args += ["--data-dir", str(workdir / "data"), "--bind", "127.0.0.1", "--mqtt-port", str(port)]
+    args += ["--http-port", "0", "--log-level", "warning"]
+    if only:
+        args += ["--only", *only]
+    proc = subprocess.Popen(args, env={**os.environ, **(env or {})})
+    return NodeProcess(f"milo/{node_id}", port, proc)
+
+
 def round_trips(client: Client, command: str, payload: bytes, state: str, n: int) -> list[float]:
     client.subscribe(state)
     client.wait_topic(state)  # retained copy

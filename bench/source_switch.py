@@ -5,21 +5,17 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import os
-import subprocess
 import sys
 import tempfile
 import threading
 import time
-import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from bench.__main__ import Client, pct
+from bench.__main__ import Client, pct, start_node
 from bench.volume import _connect
 from tests.fakes.icy_server import IcyServer, make_mp3
-from tests.helpers import free_port
 
 TARGET_MS = 500.0
 
@@ -74,19 +70,12 @@ def bench(rounds: int) -> dict[str, list[float]]:
     }
     names = list(figures)
     with tempfile.TemporaryDirectory(prefix="milo-bench-switch-") as tmp, icy_server(Path(tmp)) as icy:
-        config = Path(tmp) / "milo.toml"
-        config.write_text(
+        radio = (
             '[radio]\nao = "null"\naudio_device = "auto"\nallow_private_urls = true\nclick_counting = false\n'
             "index_refresh_h = 0\n"
         )
-        node_id = f"bench{uuid.uuid4().hex[:6]}"
-        base = f"milo/{node_id}"
-        port = free_port()
-        args = [sys.executable, "-m", "node", "run", "--config", str(config), "--node-id", node_id]
-        args += ["--data-dir", str(Path(tmp) / "data"), "--bind", "127.0.0.1", "--mqtt-port", str(port)]
-        args += ["--http-port", "0", "--log-level", "warning"]
-        args += ["--only", "info", "radio", "player"]
-        proc = subprocess.Popen(args, env=os.environ.copy())
+        node = start_node(Path(tmp), radio, only=("info", "radio", "player"))
+        base, port, proc = node.base, node.port, node.proc
         try:
             client = _connect(port)
             client.subscribe(f"{base}/player")

@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import subprocess
 import sys
 import tempfile
 import time
@@ -13,8 +12,7 @@ import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
-from bench.__main__ import Client
-from tests.helpers import free_port
+from bench.__main__ import Client, start_node
 from tests.pulse import Pulse, running_pulse
 
 STEPS = 100
@@ -90,15 +88,10 @@ def bench(rounds: int) -> list[Run]:
     runs: list[Run] = []
     with running_pulse() as pulse, tempfile.TemporaryDirectory(prefix="milo-bench-volume-") as tmp:
         os.environ["PULSE_SERVER"] = pulse.server  # for pulse.raw(), the read-back in this process
-        config = Path(tmp) / "milo.toml"
-        config.write_text('[volume]\ndevice = "pulse"\ncontrol = "Master"\n')
-        node_id = f"bench{uuid.uuid4().hex[:6]}"
-        base = f"milo/{node_id}"
-        port = free_port()
-        args = [sys.executable, "-m", "node", "run", "--config", str(config), "--node-id", node_id]
-        args += ["--data-dir", str(Path(tmp) / "data"), "--bind", "127.0.0.1", "--mqtt-port", str(port)]
-        args += ["--http-port", "0", "--log-level", "warning"]
-        proc = subprocess.Popen(args, env={**os.environ, "PULSE_SERVER": pulse.server})
+        node = start_node(
+            Path(tmp), '[volume]\ndevice = "pulse"\ncontrol = "Master"\n', env={"PULSE_SERVER": pulse.server}
+        )
+        base, port, proc = node.base, node.port, node.proc
         try:
             client = _connect(port)
             client.subscribe(f"{base}/volume")
