@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from node import registry
 from node.bus import BrokerURL
 from node.config import load
 from node.errors import ConfigError
@@ -185,6 +186,8 @@ async def test_only_runs_the_named_subsystems(tmp_path: Path, mosquitto: Mosquit
 
 def test_example_config_is_valid() -> None:
     example = Path(__file__).resolve().parent.parent / "docs" / "milo.example.toml"
-    c = load(subsystem_names=["info"], config_file=example, env={}, cli={})
-    assert c.subsystems == {"info": {"refresh_s": 60}}
+    c = load(subsystem_names=registry.names(), config_file=example, env={}, cli={})
+    assert c.subsystems["info"] == {"refresh_s": 60}
+    for name, section in c.subsystems.items():
+        registry.by_name(name).Config.model_validate(section)  # every section fits its subsystem
     assert c.mqtt.max_payload == 1048576
