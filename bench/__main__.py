@@ -17,8 +17,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from tests.helpers import free_port
-from tests.rawmqtt import connect_packet, publish_packet, subscribe_packet
+from harness.net import free_port
+from harness.rawmqtt import connect_packet, publish_packet, subscribe_packet
 
 ROUND_TRIPS = 2000
 WARMUP = 200

@@ -11,9 +11,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-from node.radiobrowser import Station, parse_stations
-from node.stationindex import StationIndex
-from tests.fakes.radio_browser import COUNTRIES, TAGS, WORDS, generate_stations
+from harness.radio_browser import COUNTRIES, TAGS, WORDS, generate_stations
+from node.adapters.radiobrowser import Station, parse_stations
+from node.sources.radio.index import StationIndex
 
 STATIONS = 50_000
 SEARCHES = 2_000

@@ -15,7 +15,7 @@ from pathlib import Path
 
 from bench.__main__ import Client, pct, start_node
 from bench.volume import _connect
-from tests.fakes.icy_server import IcyServer, make_mp3
+from harness.icy_server import IcyServer, make_mp3
 
 TARGET_MS = 500.0
 

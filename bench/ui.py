@@ -11,7 +11,7 @@ import tempfile
 import uuid
 from pathlib import Path
 
-from tests.ui.harness import KIOSK, PHONE, chromium, ui_node
+from harness.ui import KIOSK, PHONE, chromium, ui_node
 
 TARGET_MS = 300.0
 # A shared 2-core VM stalls now and then; the assertion guards against a regression (a render that

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from bench.__main__ import Client, start_node
-from tests.pulse import Pulse, running_pulse
+from harness.pulse import Pulse, running_pulse
 
 STEPS = 100
 SPAN_S = 1.0  # the paced run spreads its steps over this long, as a knob turned for a second would

@@ -15,23 +15,9 @@ from typing import Any
 from amqtt.broker import RetainedApplicationMessage
 from amqtt.plugins.base import BasePlugin
 
+from node.framework.files import write_atomic
+
 logger = logging.getLogger(__name__)
-
-
-def write_atomic(path: Path, data: bytes) -> None:
-    """Replace a file so a crash leaves the old or the new content: temp file, fsync, rename, fsync dir."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    with tmp.open("wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-    dir_fd = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
 
 
 class RetainedStore(BasePlugin):  # type: ignore[misc]

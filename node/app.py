@@ -15,12 +15,12 @@ from typing import Any
 
 from broker import BrokerSettings, EmbeddedBroker, InboundMessage
 from node import __version__, registry
-from node.bus import BrokerURL, Bus, LocalBus
 from node.config import NodeConfig
-from node.store import Store
-from node.subsystem import Backoff, NodeFacts, Runner, StatusBoard, Subsystem
-from node.topics import Topics
-from node.web import WebServer, tcp_proxy
+from node.framework.bus import BrokerURL, Bus, LocalBus
+from node.framework.store import Store
+from node.framework.subsystem import Backoff, NodeFacts, Runner, StatusBoard, Subsystem
+from node.framework.topics import Topics
+from node.http.server import WebServer, tcp_proxy
 
 logger = logging.getLogger(__name__)
 
@@ -67,7 +67,7 @@ class Node:
         cfg.data_dir.mkdir(parents=True, exist_ok=True)
         if cfg.broker:
             # aiomqtt and paho cost ~4 MB of resident memory: only a node on an external broker pays it.
-            from node.mqttbus import MqttBus  # noqa: PLC0415
+            from node.framework.mqttbus import MqttBus  # noqa: PLC0415
 
             url = BrokerURL.parse(cfg.broker)
             bus: Bus = MqttBus(url, will_topic=self.topics.status, client_prefix=f"milo-{cfg.node_id}")

@@ -12,7 +12,7 @@ from pathlib import Path
 
 from node import __version__, registry
 from node.config import load, setup_logging
-from node.errors import ConfigError
+from node.framework.errors import ConfigError
 
 logger = logging.getLogger("node")
 

@@ -12,8 +12,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from node.errors import ConfigError, validation_messages
-from node.topics import default_node_id, valid_node_id
+from node.framework.errors import ConfigError, validation_messages
+from node.framework.topics import default_node_id, valid_node_id
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 SYSTEM_CONFIG = Path("/etc/milo/milo.toml")

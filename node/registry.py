@@ -4,14 +4,14 @@ from __future__ import annotations
 
 from typing import Any
 
-from node.equalizer import Equalizer
-from node.info import Info
-from node.player import Player
-from node.radio import Radio
-from node.router import Router
-from node.subsystem import Subsystem
-from node.ui import Ui
-from node.volume import Volume
+from node.framework.subsystem import Subsystem
+from node.sources.radio import Radio
+from node.subsystems.equalizer import Equalizer
+from node.subsystems.info import Info
+from node.subsystems.player import Player
+from node.subsystems.routing import Router
+from node.subsystems.ui import Ui
+from node.subsystems.volume import Volume
 
 # Explicit and type-checked (see shared/STYLE.md §6): a new subsystem is one line here.
 # Start order: the router writes asound.conf before the others open ALSA devices.

@@ -11,8 +11,8 @@ from pydantic import BaseModel, TypeAdapter
 
 from node import SCHEMA_VERSION, registry
 from node.config import REPO_ROOT
-from node.payloads import Availability, ErrorPayload, Reply, Request
-from node.subsystem import Subsystem
+from node.framework.payloads import Availability, ErrorPayload, Reply, Request
+from node.framework.subsystem import Subsystem
 
 SCHEMA_DIR = REPO_ROOT / "schemas"
 BASE = "milo/<node_id>"

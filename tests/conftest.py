@@ -14,12 +14,13 @@ from typing import Any
 
 import pytest
 
+from harness.net import free_port
+from harness.pulse import Pulse, running_pulse
 from node.app import Node
 from node.config import NodeConfig
-from node.info import Info
-from node.subsystem import Backoff, Subsystem
+from node.framework.subsystem import Backoff, Subsystem
+from node.subsystems.info import Info
 from tests.fakes.counter import Counter
-from tests.helpers import free_port
 
 FAST = Backoff(first=0.05, cap=0.2, healthy=60.0)
 
@@ -131,3 +132,17 @@ def run_node(tmp_path: Path, node_id: str, request: pytest.FixtureRequest) -> No
             await node.stop()
 
     return factory
+
+
+@pytest.fixture(scope="session", name="pulse_server")
+def pulse_server_fixture() -> Iterator[Pulse]:
+    with running_pulse() as pulse:
+        yield pulse
+
+
+@pytest.fixture(name="pulse")
+def pulse_fixture(pulse_server: Pulse, monkeypatch: pytest.MonkeyPatch) -> Pulse:
+    """The session's PulseAudio, selected through PULSE_SERVER, its `Master` back at 100 % and unmuted."""
+    monkeypatch.setenv("PULSE_SERVER", pulse_server.server)
+    pulse_server.set(65536, muted=False)
+    return pulse_server

@@ -14,9 +14,9 @@ from pathlib import Path
 import pytest
 
 from node import registry
-from node.bus import BrokerURL
 from node.config import load
-from node.errors import ConfigError
+from node.framework.bus import BrokerURL
+from node.framework.errors import ConfigError
 from tests.conftest import Mosquitto
 from tests.helpers import probe
 

@@ -11,10 +11,10 @@ import aiomqtt
 import pytest
 from aiomqtt.exceptions import MqttConnectError
 
+from harness.rawmqtt import connect_packet, mqtt_string, remaining_length
 from node.config import MqttOptions
 from tests.conftest import NodeFactory
 from tests.helpers import probe
-from tests.rawmqtt import connect_packet, mqtt_string, remaining_length
 
 
 async def raw_connect(

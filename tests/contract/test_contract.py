@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from node.store import Store
+from node.framework.store import Store
 from tests.conftest import NodeFactory
 from tests.helpers import probe
 

@@ -7,8 +7,8 @@ from typing import Any, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
 
-from node.errors import CommandError, SubsystemUnavailableError
-from node.subsystem import Subsystem, SubsystemConfig
+from node.framework.errors import CommandError, SubsystemUnavailableError
+from node.framework.subsystem import Subsystem, SubsystemConfig
 
 
 class CounterState(BaseModel):

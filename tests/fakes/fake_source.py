@@ -6,9 +6,9 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
 
-from node.errors import SubsystemUnavailableError
-from node.sources import SourceCommand, SourceState, Transport
-from node.subsystem import Subsystem, SubsystemConfig
+from node.framework.contract import SourceCommand, SourceState, Transport
+from node.framework.errors import SubsystemUnavailableError
+from node.framework.subsystem import Subsystem, SubsystemConfig
 
 ALL_COMMANDS: list[SourceCommand] = ["play", "pause", "stop", "next", "previous", "seek"]
 DURATION_MS = 200_000

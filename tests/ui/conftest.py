@@ -8,9 +8,9 @@ from pathlib import Path
 import pytest
 from playwright.async_api import Browser
 
+from harness.pulse import Pulse
+from harness.ui import UiNode, chromium, ui_node
 from tests.helpers import Probe, probe
-from tests.pulse import Pulse, pulse_fixture, pulse_server_fixture  # noqa: F401
-from tests.ui.harness import UiNode, chromium, ui_node
 
 
 @pytest.fixture

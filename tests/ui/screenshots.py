@@ -14,10 +14,10 @@ from pathlib import Path
 from PIL import Image
 from playwright.async_api import Browser, Page, expect
 
-from tests.fakes.icy_server import IcyServer, make_mp3
+from harness.icy_server import IcyServer, make_mp3
+from harness.pulse import running_pulse
+from harness.ui import CLASSIC_ID, JAZZ_ID, KIOSK, PHONE, ROCK_ID, UiNode, chromium, ui_node
 from tests.helpers import Probe, probe
-from tests.pulse import running_pulse
-from tests.ui.harness import CLASSIC_ID, JAZZ_ID, KIOSK, PHONE, ROCK_ID, UiNode, chromium, ui_node
 
 OUT = Path(__file__).resolve().parents[2] / "docs" / "screenshots"
 SIZES = {"phone": PHONE, "800x480": KIOSK}

@@ -9,11 +9,11 @@ from html.parser import HTMLParser
 from pathlib import Path
 from typing import Any
 
-from node.equalizer import PRESETS
-from node.player import PlayerStatus
-from node.sources import KNOWN_SOURCES, SourceStatus
-from node.subsystem import Status
-from node.ui import LANGUAGES
+from node.framework.contract import KNOWN_SOURCES, SourceStatus
+from node.framework.subsystem import Status
+from node.subsystems.equalizer import PRESETS
+from node.subsystems.player import PlayerStatus
+from node.subsystems.ui import LANGUAGES
 
 ROOT = Path(__file__).resolve().parents[2]
 WEB = ROOT / "web"

@@ -13,11 +13,11 @@ import pytest
 from PIL import Image
 from playwright.async_api import Browser, Page, expect
 
-from node.info import Info
-from node.ui import Ui
+from harness.ui import KIOSK, NOVA_ID, PHONE, UiNode, open_page
+from node.subsystems.info import Info
+from node.subsystems.ui import Ui
 from tests.conftest import NodeFactory
 from tests.helpers import Probe
-from tests.ui.harness import KIOSK, NOVA_ID, PHONE, UiNode, open_page
 
 pytestmark = pytest.mark.timeout(60)
 

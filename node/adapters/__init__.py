@@ -1,0 +1,1 @@
+"""Adapters to outside programs and protocols (no MQTT, no subsystem inside); they raise DaemonError."""

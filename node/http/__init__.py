@@ -1,0 +1,1 @@
+"""The node's HTTP port: static web UI, station logo uploads, MQTT over WebSocket."""

@@ -1,0 +1,1 @@
+"""Audio sources: the Source base class every source builds on, and one module or package per source."""

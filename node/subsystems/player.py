@@ -1,0 +1,390 @@
+"""The `player` subsystem: the sources aggregated into `player` and `source`, commands to the active one."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import re
+import time
+from dataclasses import dataclass
+from typing import Any, ClassVar, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
+
+from node.framework.bus import Message
+from node.framework.contract import (
+    KNOWN_SOURCES,
+    SOURCE_NAME,
+    SourceCommand,
+    SourceStatus,
+    SourceView,
+    Transport,
+)
+from node.framework.errors import CommandError
+from node.framework.subsystem import Owned, Subsystem, SubsystemConfig
+
+NONE = "none"
+# Names under `source/` that are the `source` topic's own commands, never a source.
+RESERVED = frozenset({"set", "get", "config", NONE})
+_NAME = re.compile(SOURCE_NAME)
+# The order commands are listed in, whatever order a source gives them.
+COMMAND_ORDER: tuple[SourceCommand, ...] = ("play", "pause", "toggle", "stop", "next", "previous", "seek")
+BUSY: frozenset[str] = frozenset({"playing", "buffering"})
+
+PlayerStatus = Literal["idle", "buffering", "playing", "paused", "error"]
+_STATUS_OF: dict[SourceStatus, PlayerStatus] = {
+    "unavailable": "idle",
+    "idle": "idle",
+    "connected": "idle",
+    "buffering": "buffering",
+    "playing": "playing",
+    "paused": "paused",
+    "error": "error",
+}
+
+
+class PlayerState(BaseModel):
+    """Retained `<base>/player`: what the active source is doing, and what `player/set` may send it now."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    active: str = Field(default=NONE, description="the active source, or `none`")
+    state: PlayerStatus = "idle"
+    title: str | None = None
+    artist: str | None = None
+    album: str | None = None
+    cover_url: str | None = None
+    position_ms: int | None = Field(default=None, ge=0)
+    duration_ms: int | None = Field(default=None, ge=0, description="None for a live stream")
+    position_at: int | None = Field(
+        default=None, description="Unix time in ms when position_ms was read, to extrapolate from"
+    )
+    commands: list[SourceCommand] = Field(
+        default_factory=list, description="what player/set may send now (`toggle` when play and pause are)"
+    )
+    error: str | None = None
+
+
+class SourcesState(BaseModel):
+    """Retained `<base>/source`: the active source and every source the node has."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    active: str = Field(default=NONE, description="the active source, or `none`")
+    enabled: list[str] = Field(default_factory=list, description="sources whose config enables them")
+    available: list[str] = Field(default_factory=list, description="enabled sources that can play now")
+    states: dict[str, SourceStatus] = Field(
+        default_factory=dict, description="each source's state (`unavailable` when disabled)"
+    )
+    auto_switch: bool = Field(default=True, description="a source that starts playing becomes active")
+
+
+class PlayerConfig(SubsystemConfig):
+    auto_switch: bool = Field(default=True, description="a source that starts playing becomes the active one")
+    pause_previous: bool = Field(
+        default=True, description="pause (or stop) the previous source when the active one changes"
+    )
+    play_on_select: bool = Field(default=True, description="`source/set` also starts the chosen source")
+    restore_active: bool = Field(default=True, description="the active source is kept across restarts")
+
+
+class PlayerData(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    active: str = Field(default=NONE, pattern=SOURCE_NAME)
+
+
+class Seek(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    seek_ms: int = Field(ge=0, description="position to go to, in ms")
+
+
+class SourceChoice(BaseModel):
+    """`source/set`: `{"active": "radio"}`, or the plain text `radio` / `none`."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    active: str = Field(pattern=SOURCE_NAME, description="a source name, or `none`")
+
+
+PlayerCommand = Transport | Seek
+
+
+def order(names: set[str] | list[str]) -> list[str]:
+    """The known sources in the UI's order, then any others alphabetically."""
+    known = [n for n in KNOWN_SOURCES if n in names]
+    return known + sorted(n for n in names if n not in KNOWN_SOURCES)
+
+
+def _now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+@dataclass
+class _Source:
+    """What the player knows of one source: its config's `enabled` and its last readable state."""
+
+    enabled: bool = False
+    view: SourceView | None = None
+    # The last state seen, kept across a deleted state topic: only a change from it is a "start".
+    last: SourceStatus | None = None
+    position_at: int | None = None
+
+    @property
+    def available(self) -> bool:
+        return self.enabled and self.view is not None and self.view.state != "unavailable"
+
+    def commands(self) -> list[SourceCommand]:
+        if not self.available or self.view is None:
+            return []
+        listed = set(self.view.commands)
+        if "play" in listed and "pause" in listed:
+            listed.add("toggle")
+        return [c for c in COMMAND_ORDER if c in listed]
+
+
+class Player(Subsystem[PlayerState, PlayerConfig]):
+    name = "player"
+    description = "aggregates the sources into `player` and `source`; routes transport commands"
+    State = PlayerState
+    Config = PlayerConfig
+    Data = PlayerData
+    Command = TypeAdapter(PlayerCommand)
+    owned: ClassVar[dict[str, Owned]] = {"source": Owned(SourcesState, TypeAdapter(SourceChoice))}
+    # Nothing in `watches`: a wildcard over `source/+` also matches `source/set`, and the runner would
+    # then act on each `source/set` once per matching subscription (twice, four times on mosquitto).
+    # Sources are found through `source/+/config` (every runner publishes it) and each state topic is
+    # subscribed to exactly, on the player's own queue.
+
+    data: PlayerData
+
+    async def setup(self) -> None:
+        self._sources: dict[str, _Source] = {}
+        self._subscribed: set[str] = set()
+        self._events: asyncio.Queue[Message] = asyncio.Queue()
+        # Commands (the runner's task) and source updates (run()) interleave at every publish.
+        self._lock = asyncio.Lock()
+        self._active = self.data.active if self.config.restore_active else NONE
+        await self._subscribe(self.ctx.topics.of("source/+/config"))
+        # The embedded broker hands retained messages over during subscribe: read them now, so
+        # the first state published already holds every source.
+        while not self._events.empty():
+            await self._on_event(self._events.get_nowait(), publish=False)
+        self.state = self._player_state()
+
+    async def run(self) -> None:
+        await self.publish_owned("source", self._sources_state())
+        while True:
+            message = await self._events.get()
+            async with self._lock:
+                await self._on_event(message, publish=True)
+
+    async def teardown(self) -> None:
+        for topic in getattr(self, "_subscribed", set()):
+            await self.ctx.bus.unsubscribe(topic, self._enqueue)
+
+    async def on_config(self, old: PlayerConfig, new: PlayerConfig) -> bool:
+        async with self._lock:
+            await self._publish()
+        return True
+
+    # Sources ---------------------------------------------------------------------------------------
+    def _enqueue(self, message: Message) -> None:
+        self._events.put_nowait(message)
+
+    async def _subscribe(self, topic: str) -> None:
+        if topic not in self._subscribed:
+            self._subscribed.add(topic)
+            await self.ctx.bus.subscribe(topic, self._enqueue)
+
+    async def _unsubscribe(self, topic: str) -> None:
+        if topic in self._subscribed:
+            self._subscribed.discard(topic)
+            await self.ctx.bus.unsubscribe(topic, self._enqueue)
+
+    async def _on_event(self, message: Message, *, publish: bool) -> None:
+        parts = message.topic[len(self.ctx.topics.base) + 1 :].split("/")
+        if len(parts) < 2 or parts[0] != "source" or parts[1] in RESERVED or not _NAME.match(parts[1]):
+            return
+        name = parts[1]
+        if parts[2:] == ["config"]:
+            await self._on_source_config(name, message.payload)
+        elif len(parts) == 2:
+            started = self._on_source_state(name, message.payload)
+            if started and publish:
+                await self._activate(name)
+                return
+        else:
+            return
+        if publish:
+            await self._publish()
+
+    async def _on_source_config(self, name: str, payload: bytes) -> None:
+        state_topic = self.ctx.topics.of(f"source/{name}")
+        if not payload:
+            self._sources.pop(name, None)
+            await self._unsubscribe(state_topic)
+            return
+        try:
+            config = json.loads(payload)
+        except ValueError:
+            self.log.debug("player: ignoring unreadable config of source %s", name)
+            return
+        if not isinstance(config, dict):
+            self.log.debug("player: ignoring a config of source %s that is not an object", name)
+            return
+        source = self._sources.setdefault(name, _Source())
+        source.enabled = config.get("enabled") is True
+        await self._subscribe(state_topic)
+
+    def _on_source_state(self, name: str, payload: bytes) -> bool:
+        """Record a source's state; True when it has just started playing and should become active."""
+        source = self._sources.get(name)
+        if source is None:
+            return False  # its config was deleted while this was on the way
+        if not payload:
+            source.view, source.position_at = None, None
+            if source.last is not None:
+                source.last = "unavailable"
+            return False
+        try:
+            view = SourceView.model_validate_json(payload)
+        except ValidationError as exc:
+            self.log.debug("player: ignoring a state of source %s it cannot read: %s", name, exc)
+            return False
+        old = source.view
+        if view.position_ms is None:
+            source.position_at = None
+        elif old is None or (old.position_ms, old.state) != (view.position_ms, view.state):
+            source.position_at = _now_ms()
+        previous, source.view, source.last = source.last, view, view.state
+        # The first state seen is history (a retained message at start), not someone pressing play.
+        return (
+            self.config.auto_switch
+            and previous is not None
+            and previous != "playing"
+            and view.state == "playing"
+            and name != self._active
+            and source.available
+        )
+
+    # Publishing ------------------------------------------------------------------------------------
+    def _player_state(self) -> PlayerState:
+        source = self._sources.get(self._active)
+        if source is None or not source.available or source.view is None:
+            return PlayerState(active=self._active)
+        view = source.view
+        return PlayerState(
+            active=self._active,
+            state=_STATUS_OF[view.state],
+            title=view.title,
+            artist=view.artist,
+            album=view.album,
+            cover_url=view.cover_url,
+            position_ms=view.position_ms,
+            duration_ms=view.duration_ms,
+            position_at=source.position_at,
+            commands=source.commands(),
+            error=view.error if view.state == "error" else None,
+        )
+
+    def _sources_state(self) -> SourcesState:
+        names = order(list(self._sources))
+        return SourcesState(
+            active=self._active,
+            enabled=[n for n in names if self._sources[n].enabled],
+            available=[n for n in names if self._sources[n].available],
+            states={n: self._status_of(n) for n in names},
+            auto_switch=self.config.auto_switch,
+        )
+
+    def _status_of(self, name: str) -> SourceStatus:
+        source = self._sources[name]
+        if not source.enabled or source.view is None:
+            return "unavailable"
+        return source.view.state
+
+    async def _publish(self) -> None:
+        self.state = self._player_state()
+        await self.publish_state()
+        await self.publish_owned("source", self._sources_state())
+
+    async def _activate(self, name: str) -> None:
+        """Make `name` the active source: publish it, persist it, then pause the previous one."""
+        previous, self._active = self._active, name
+        if self.data.active != name:
+            self.data = PlayerData(active=name)
+            self.save_data()
+        # Published before anything is sent to a source, so the switch shows at once.
+        await self._publish()
+        if previous == name or not self.config.pause_previous:
+            return
+        old = self._sources.get(previous)
+        if old is None or not old.available or old.view is None or old.view.state not in BUSY:
+            return
+        if "pause" in old.view.commands:
+            await self._send(previous, "pause")
+        elif "stop" in old.view.commands:
+            await self._send(previous, "stop")
+
+    async def _send(self, name: str, command: str) -> None:
+        await self.ctx.bus.publish(self.ctx.topics.of(f"source/{name}/set"), command.encode())
+
+    # Commands --------------------------------------------------------------------------------------
+    def parse_text(self, text: str) -> Any:
+        return text.lower()
+
+    def parse_owned_text(self, path: str, text: str) -> Any:
+        return {"active": text.lower()}
+
+    async def on_command(self, command: Any) -> None:
+        async with self._lock:
+            name = self._active
+            if name == NONE:
+                raise CommandError("no_active_source", "no source is active; choose one on source/set")
+            source = self._sources.get(name)
+            if source is None or not source.available or source.view is None:
+                raise CommandError("unavailable", f"{name} is not available now")
+            can = source.commands()
+            if isinstance(command, Seek):
+                if "seek" not in can:
+                    raise self._unsupported(name, "seek", can)
+                await self._send(name, command.model_dump_json())
+                return
+            text: str = command
+            if text == "toggle" and "toggle" not in source.view.commands:
+                text = "pause" if source.view.state in BUSY else "play"
+                if text not in can:
+                    raise self._unsupported(name, "toggle", can)
+            elif text not in can:
+                raise self._unsupported(name, text, can)
+            await self._send(name, text)
+
+    @staticmethod
+    def _unsupported(name: str, command: str, can: list[SourceCommand]) -> CommandError:
+        return CommandError(
+            "unsupported", f"{name} cannot {command} now; it can: {', '.join(can) or 'nothing'}"
+        )
+
+    async def on_owned_command(self, path: str, command: Any) -> None:
+        choice: SourceChoice = command
+        name = choice.active
+        async with self._lock:
+            if name == NONE:
+                await self._activate(NONE)
+                return
+            source = self._sources.get(name)
+            if source is None:
+                known = ", ".join(order(list(self._sources))) or "none"
+                raise CommandError("unknown_source", f"no source {name!r}; the sources are: {known}")
+            if not source.available or source.view is None:
+                why = "disabled" if not source.enabled else "unavailable"
+                raise CommandError("unavailable", f"{name} is {why}")
+            await self._activate(name)
+            if (
+                self.config.play_on_select
+                and "play" in source.view.commands
+                and source.view.state not in BUSY
+            ):
+                await self._send(name, "play")

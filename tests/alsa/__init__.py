@@ -1,1 +1,0 @@
-"""Tests of the rendered asound.conf, against golden files and against the real alsa-lib."""

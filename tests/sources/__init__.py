@@ -1,0 +1,1 @@
+"""Tests of each source against the real programs or fakes that speak their protocol."""

@@ -1,0 +1,1 @@
+"""Tests of each subsystem against the real programs."""
