@@ -10,18 +10,10 @@ import re
 import secrets
 import time
 from collections import OrderedDict
-from collections.abc import Container
-from typing import TYPE_CHECKING, Annotated, Any, ClassVar, Literal
+from typing import TYPE_CHECKING, Any, ClassVar
 from urllib.parse import urlsplit
 
-from pydantic import (
-    AfterValidator,
-    BaseModel,
-    ConfigDict,
-    Field,
-    TypeAdapter,
-    ValidationError,
-)
+from pydantic import BaseModel, TypeAdapter
 
 from node.adapters.radiobrowser import (
     RadioBrowser,
@@ -33,22 +25,47 @@ from node.adapters.radiobrowser import (
 )
 from node.adapters.urlguard import UnsafeURLError, check_address, redirect_checker, resolve_url
 from node.framework.bus import Message
-from node.framework.contract import SourceCommand, SourceState, split_title
+from node.framework.contract import TRANSPORTS, SourceCommand, split_title
 from node.framework.errors import CommandError, SubsystemUnavailableError
 from node.framework.files import write_atomic
-from node.framework.subsystem import Owned, Subsystem, SubsystemConfig
+from node.framework.subsystem import Owned, Subsystem
 from node.sources.radio.index import StationIndex
+from node.sources.radio.models import (
+    LOCAL_LOGO,
+    MAX_BROKEN,
+    MAX_CUSTOM,
+    MAX_FAVORITES,
+    RECENT_MAX,
+    AddCustom,
+    AddFavorite,
+    BrokenList,
+    BrokenStation,
+    IndexState,
+    MoveFavorite,
+    PlayStation,
+    PlayUrl,
+    RadioCommand,
+    RadioConfig,
+    RadioData,
+    RadioState,
+    RadioStation,
+    RefreshIndex,
+    RemoveStation,
+    ResetBroken,
+    SearchRequest,
+    SearchResult,
+    Seek,
+    StationFields,
+    StationList,
+    UpdateCustom,
+    from_directory,
+    is_directory_id,
+    is_station_id,
+)
 
 if TYPE_CHECKING:
     from node.adapters.mpv import MpvPlayer, PlayerSnapshot
 
-STATION_ID = r"^[A-Za-z0-9_-]{1,64}$"
-LOCAL_LOGO = re.compile(r"^/logos/[0-9a-f]{16,64}\.png$")
-MAX_FAVORITES = 500
-MAX_CUSTOM = 500
-MAX_BROKEN = 2000
-RECENT_MAX = 2000  # stations seen in search answers, so "add to favorites" needs no second lookup
-RADIO_STATES = ("idle", "buffering", "playing", "paused", "error")
 # Played through our own fetch and check; `.m3u8` is HLS, which mpv must open itself.
 PLAYLIST_EXTENSIONS = (".pls", ".m3u", ".asx", ".xspf")
 PLAYLIST_MAX_BYTES = 64 * 1024
@@ -59,283 +76,6 @@ _PLAYLIST_URL = re.compile(
     r"|<location>\s*([^<\s]+)\s*</location>",  # XSPF
     re.IGNORECASE | re.MULTILINE,
 )
-
-
-def _logo(value: str) -> str:
-    value = value.strip()
-    if value and not LOCAL_LOGO.match(value) and not re.match(r"^https?://[^\s/]+", value):
-        raise ValueError("a logo is an http(s) URL or a /logos/... path uploaded to the node")
-    return value
-
-
-def _stream_url(value: str) -> str:
-    value = value.strip()
-    if not re.match(r"^https?://[^\s/?#]+", value, re.IGNORECASE):
-        raise ValueError("a stream URL starts with http:// or https:// and names a host")
-    return value
-
-
-def _country_code(value: str) -> str:
-    value = value.strip().upper()
-    if value and not re.fullmatch(r"[A-Z]{2}", value):
-        raise ValueError("country is a two-letter ISO 3166 code such as FR")
-    return value
-
-
-StreamURL = Annotated[str, Field(max_length=2048), AfterValidator(_stream_url)]
-CountryCode = Annotated[
-    str, Field(max_length=8, description="ISO 3166-1 code, e.g. FR"), AfterValidator(_country_code)
-]
-LogoRef = Annotated[str, Field(max_length=2048), AfterValidator(_logo)]
-
-
-class StationFields(BaseModel):
-    """A station as a user types it; the node gives it its id."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    name: str = Field(min_length=1, max_length=200)
-    url: StreamURL = Field(description="the stream (or playlist) URL")
-    homepage: str = Field(default="", max_length=2048)
-    logo: LogoRef = Field(default="", description="http(s) URL, or /logos/<file> on the node")
-    country: CountryCode = ""
-    genre: str = Field(default="", max_length=200, description="comma-separated tags")
-    language: str = Field(default="", max_length=100)
-    codec: str = Field(default="", max_length=20)
-    bitrate: int = Field(default=0, ge=0, le=100_000, description="kbit/s, 0 = unknown")
-
-
-class RadioStation(StationFields):
-    """A station with everything needed to play it without the directory."""
-
-    id: str = Field(pattern=STATION_ID, description="the directory's stationuuid, or custom-<hex>")
-    custom: bool = Field(default=False, description="added by a user, not from the directory")
-
-    @classmethod
-    def from_directory(cls, s: Station) -> RadioStation | None:
-        """The directory's entry in our shape; None when it has nothing playable."""
-        try:
-            return cls(
-                id=s.id,
-                name=(s.name or s.id)[:200],
-                url=s.stream_url,
-                homepage=s.homepage[:2048],
-                logo=s.favicon if s.favicon.startswith(("http://", "https://")) else "",
-                country=s.countrycode,
-                genre=", ".join(s.tags[:8])[:200],
-                language=", ".join(s.language[:4])[:100],
-                codec=s.codec[:20],
-                bitrate=min(max(s.bitrate, 0), 100_000),
-            )
-        except ValidationError:
-            return None
-
-
-def from_directory(stations: list[Station], hidden: Container[str]) -> list[RadioStation]:
-    converted = (RadioStation.from_directory(s) for s in stations if s.id not in hidden)
-    return [s for s in converted if s is not None]
-
-
-class BrokenStation(BaseModel):
-    """A station that failed to play, hidden from search until reset (or until it plays again)."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    name: str
-    reason: str
-    at: float = Field(description="epoch seconds")
-
-
-class RadioState(SourceState):
-    """Retained `source/radio`."""
-
-    station: RadioStation | None = Field(default=None, description="tuned now (also when paused/error)")
-    stream_title: str | None = Field(default=None, description="the stream's own now-playing text")
-    retries: int = Field(default=0, description="reconnects since the stream last played steadily")
-    device: str = Field(default="", description="mpv audio-device in use")
-    favorite: bool = Field(default=False, description="the station is a favorite")
-
-
-class StationList(BaseModel):
-    """Retained `radio/favorites` and `radio/custom`: the whole ordered list."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    stations: list[RadioStation] = Field(default_factory=list)
-
-
-class BrokenList(BaseModel):
-    """Retained `radio/broken`: station id -> why it was marked."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    stations: dict[str, BrokenStation] = Field(default_factory=dict)
-
-
-class IndexState(BaseModel):
-    """Retained `radio/index`: the local copy of the directory."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    stations: int = Field(default=0, description="stations in the local index")
-    built_at: float | None = Field(default=None, description="epoch seconds of the last rebuild")
-    refreshing: bool = False
-    error: str | None = Field(default=None, description="why the last refresh failed")
-
-
-class RadioConfig(SubsystemConfig):
-    """`[radio]`: the directory, the player's patience, and what URLs may be fetched."""
-
-    directory_url: str = Field(
-        default="", description="Radio Browser base URL; empty = discover the mirrors through DNS"
-    )
-    directory_timeout_s: float = Field(default=6.0, gt=0, le=60)
-    click_counting: bool = Field(default=True, description="tell the directory when a station is played")
-    search: Literal["auto", "directory", "index"] = Field(
-        default="auto", description="auto: the directory, and the local index when it cannot be reached"
-    )
-    index_refresh_h: float = Field(default=24.0, ge=0, le=24 * 30, description="0 = never download it")
-    index_first_delay_s: float = Field(
-        default=120.0, ge=0, le=86400, description="wait after start before the first download"
-    )
-    allow_private_urls: bool = Field(
-        default=False, description="let stations on loopback/LAN addresses play (no SSRF protection)"
-    )
-    ao: str = Field(default="", description="mpv audio output driver; empty = from audio_device")
-    audio_device: str = Field(
-        default="", description="mpv audio-device; empty = alsa/<the PCM routing assigns>"
-    )
-    network_timeout_s: float = Field(default=10.0, gt=0, le=120)
-    start_timeout_s: float = Field(default=15.0, gt=0, le=300)
-    stall_timeout_s: float = Field(default=15.0, gt=0, le=300)
-    retry_attempts: int = Field(default=5, ge=0, le=100)
-    retry_first_s: float = Field(default=0.5, gt=0, le=60)
-    retry_cap_s: float = Field(default=10.0, gt=0, le=600)
-    pause_reload_s: float = Field(
-        default=30.0, ge=0, le=86400, description="resuming a longer pause tunes in again (live, not late)"
-    )
-
-
-class RadioData(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    favorites: list[RadioStation] = Field(default_factory=list)
-    custom: list[RadioStation] = Field(default_factory=list)
-    broken: dict[str, BrokenStation] = Field(default_factory=dict)
-    last: RadioStation | None = None
-
-
-# Commands ------------------------------------------------------------------------------------------
-StationId = Annotated[str, Field(pattern=STATION_ID)]
-
-
-class PlayStation(BaseModel):
-    """`{"play": "<station id>"}`: a favorite, a custom station, or any directory station."""
-
-    model_config = ConfigDict(extra="forbid")
-    play: StationId
-
-
-class PlayUrl(BaseModel):
-    """`{"url": "http://...", "name": "..."}`: play a stream that is not a station yet."""
-
-    model_config = ConfigDict(extra="forbid")
-    url: StreamURL
-    name: str = Field(default="", max_length=200)
-
-
-class Seek(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    seek_ms: int = Field(ge=0)
-
-
-RadioCommand = Literal["play", "pause", "toggle", "stop", "next", "previous"] | PlayStation | PlayUrl | Seek
-
-
-class AddFavorite(BaseModel):
-    """`{"add": "<station id>"}`; the station is copied whole, so it plays without the directory."""
-
-    model_config = ConfigDict(extra="forbid")
-    add: StationId
-
-
-class RemoveStation(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    remove: StationId
-
-
-class MoveFavorite(BaseModel):
-    """`{"move": "<station id>", "to": 0}`: reorder."""
-
-    model_config = ConfigDict(extra="forbid")
-    move: StationId
-    to: int = Field(ge=0)
-
-
-class CustomPatch(BaseModel):
-    """Fields to change on a custom station; only those given change."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    id: StationId
-    name: str | None = Field(default=None, min_length=1, max_length=200)
-    url: str | None = Field(default=None, max_length=2048)
-    homepage: str | None = Field(default=None, max_length=2048)
-    logo: str | None = Field(default=None, max_length=2048)
-    country: CountryCode | None = None
-    genre: str | None = Field(default=None, max_length=200)
-    language: str | None = Field(default=None, max_length=100)
-    codec: str | None = Field(default=None, max_length=20)
-    bitrate: int | None = Field(default=None, ge=0, le=100_000)
-
-
-class AddCustom(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    add: StationFields
-
-
-class UpdateCustom(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    update: CustomPatch
-
-
-class ResetBroken(BaseModel):
-    """`{"reset": "<station id>"}` or `{"reset": "all"}`."""
-
-    model_config = ConfigDict(extra="forbid")
-    reset: StationId
-
-
-class RefreshIndex(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    refresh: bool = True
-
-
-class SearchRequest(BaseModel):
-    """`radio/search`: every given criterion must match; paged with limit/offset."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    query: str = Field(default="", max_length=200, description="words of the station name")
-    country: CountryCode = ""
-    tag: str = Field(default="", max_length=60, description="a genre tag, e.g. jazz")
-    language: str = Field(default="", max_length=60, description="e.g. french")
-    limit: int = Field(default=30, ge=1, le=200)
-    offset: int = Field(default=0, ge=0, le=100_000)
-    source: Literal["auto", "directory", "index"] | None = Field(
-        default=None, description="where to search; default: the radio config's `search`"
-    )
-
-
-class SearchResult(BaseModel):
-    """The answer to `radio/search`."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    stations: list[RadioStation]
-    total: int | None = Field(description="matches in all; None when the directory does not say")
-    offset: int
-    source: Literal["directory", "index"]
 
 
 # The subsystem -----------------------------------------------------------------------------------
@@ -515,7 +255,7 @@ class Radio(Subsystem[RadioState, RadioConfig]):
             retries=0,
         )
         await player.play(stream)
-        if self.config.click_counting and not station.custom and self._from_directory(station):
+        if self.config.click_counting and not station.custom and is_directory_id(station.id):
             self._spawn(self._click(station.id))
 
     async def _stream_of(self, url: str) -> str:
@@ -547,9 +287,6 @@ class Radio(Subsystem[RadioState, RadioConfig]):
         await resolve_url(entry, allow_private=allow)
         return entry
 
-    def _from_directory(self, station: RadioStation) -> bool:
-        return re.fullmatch(r"[0-9a-fA-F-]{8,64}", station.id) is not None
-
     async def _click(self, station_id: str) -> None:
         try:
             await self.directory.click(station_id)
@@ -563,11 +300,11 @@ class Radio(Subsystem[RadioState, RadioConfig]):
 
     # Commands --------------------------------------------------------------------------------------
     def parse_text(self, text: str) -> Any:
-        if text in ("play", "pause", "toggle", "stop", "next", "previous"):
+        if text in TRANSPORTS:
             return text
         if text.startswith(("http://", "https://")):
             return {"url": text}
-        if re.fullmatch(STATION_ID, text) and (text.startswith("custom-") or "-" in text):
+        if is_station_id(text) and (text.startswith("custom-") or "-" in text):
             return {"play": text}
         return text
 
@@ -643,7 +380,7 @@ class Radio(Subsystem[RadioState, RadioConfig]):
             )
             if found:
                 return found[0]
-        if self._from_directory_id(station_id):
+        if is_directory_id(station_id):
             try:
                 stations = await self.directory.by_ids([station_id])
             except RadioBrowserError as exc:
@@ -655,17 +392,13 @@ class Radio(Subsystem[RadioState, RadioConfig]):
                 return playable[0]
         raise CommandError("unknown_station", f"no station {station_id!r}")
 
-    @staticmethod
-    def _from_directory_id(station_id: str) -> bool:
-        return re.fullmatch(r"[0-9a-fA-F-]{8,64}", station_id) is not None
-
     # Owned topics --------------------------------------------------------------------------------------
     def parse_owned_text(self, path: str, text: str) -> Any:
         if path == "radio/broken":
             return {"reset": text}
         if path == "radio/index" and text == "refresh":
             return {"refresh": True}
-        if path == "radio/favorites" and re.fullmatch(STATION_ID, text):
+        if path == "radio/favorites" and is_station_id(text):
             return {"add": text}
         return text
 
