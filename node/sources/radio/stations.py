@@ -1,7 +1,6 @@
-"""The favorites, custom and broken station lists: operations on RadioData that refuse with CommandError.
+"""The favorites, custom and broken station lists: operations on RadioData that refuse with CommandError."""
 
-They change `data` only once every check has passed; saving and publishing is the caller's.
-"""
+# Each changes `data` only once every check has passed; saving and publishing are the caller's.
 
 from __future__ import annotations
 
