@@ -4,16 +4,22 @@ from __future__ import annotations
 
 import os
 import subprocess
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-SINKS = ("direct", "loop_bluetooth", "loop_roc", "loop_spotify", "loop_radio")
+from node import registry
 
 
-def sink_config(out: Path) -> dict[str, Any]:
-    """Router config whose outputs are WAV file sinks under `out` (no card, no snd-aloop here)."""
+def sink_config(out: Path, sources: Sequence[str] | None = None) -> dict[str, Any]:
+    """Routing config whose outputs are WAV file sinks under `out` (no card, no snd-aloop here).
+
+    `out/direct.wav` stands for the DAC, `out/loop_<source>.wav` for each source's Loopback subdevice;
+    the sources are the registered ones unless a test names its own.
+    """
+    names = list(registry.source_names() if sources is None else sources)
     extra = []
-    for name in SINKS:
+    for name in ["direct", *(f"loop_{s}" for s in names)]:
         extra.append(
             f'pcm.test_{name}_file {{ type file; slave.pcm "null"; format "wav"; file "{out}/{name}.wav" }}\n'
             # S16 pinned before the file: float data would get a header claiming 32-bit integers.
@@ -24,7 +30,7 @@ def sink_config(out: Path) -> dict[str, Any]:
         "card": "testcard",
         "output_pcm": "test_direct",
         "dmix": False,
-        "loopback_pcms": {s: f"test_loop_{s}" for s in ("bluetooth", "roc", "spotify", "radio")},
+        "loopback_pcms": {s: f"test_loop_{s}" for s in names},
         "extra": "".join(extra),
     }
 

@@ -15,7 +15,8 @@ from harness.alsa_sinks import sink_config
 from harness.radio_browser import FakeRadioBrowser, station
 from node.app import Node
 from node.config import NodeConfig
-from node.framework.subsystem import Backoff, Subsystem
+from node.framework.runner import Backoff
+from node.framework.subsystem import Subsystem
 from node.sources.radio import Radio
 from node.subsystems.equalizer import Equalizer
 from node.subsystems.info import Info
@@ -87,7 +88,7 @@ async def ui_node(
     out.mkdir(parents=True, exist_ok=True)
     subsystems: list[type[Subsystem[Any, Any]]] = [Info, Router, Equalizer, Radio, Player, Ui]
     merged: dict[str, dict[str, Any]] = {
-        "router": sink_config(out),
+        "routing": sink_config(out),
         "radio": {
             "ao": "null",
             "audio_device": "auto",

@@ -17,8 +17,9 @@ from broker import BrokerSettings, EmbeddedBroker, InboundMessage
 from node import __version__, registry
 from node.config import NodeConfig
 from node.framework.bus import BrokerURL, Bus, LocalBus
+from node.framework.runner import Backoff, Runner
 from node.framework.store import Store
-from node.framework.subsystem import Backoff, NodeFacts, Runner, StatusBoard, Subsystem
+from node.framework.subsystem import NodeFacts, StatusBoard, Subsystem
 from node.framework.topics import Topics
 from node.http.server import WebServer, tcp_proxy
 
@@ -44,6 +45,8 @@ class Node:
         self.topics = Topics(config.node_id)
         selected = [cls for cls in subsystems if not config.only or cls.name in config.only]
         self.classes = selected
+        # Every source, also those another process runs (--only): the router defines all their PCMs.
+        self.sources = registry.with_sources(subsystems)
         self.backoff = backoff
         self.board = StatusBoard()
         self.broker: EmbeddedBroker | None = None
@@ -110,6 +113,7 @@ class Node:
             board=self.board,
             data_dir=cfg.data_dir,
             alsa_config=self._alsa_config(),
+            sources=self.sources,
         )
         store = Store(cfg.data_dir)
         for cls in self.classes:

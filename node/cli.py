@@ -54,6 +54,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         config = load(
             subsystem_names=registry.names(),
+            renamed=registry.renamed(),
             config_file=args.config,
             cli={
                 "node_id": args.node_id,

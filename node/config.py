@@ -15,6 +15,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from node.framework.errors import ConfigError, validation_messages
 from node.framework.topics import default_node_id, valid_node_id
 
+logger = logging.getLogger(__name__)
+
 REPO_ROOT = Path(__file__).resolve().parent.parent
 SYSTEM_CONFIG = Path("/etc/milo/milo.toml")
 SYSTEM_DATA_DIR = Path("/var/lib/milo")
@@ -97,14 +99,17 @@ def read_file(path: Path) -> dict[str, Any]:
 
 
 def _split_sections(
-    raw: dict[str, Any], subsystem_names: Sequence[str]
+    raw: dict[str, Any], subsystem_names: Sequence[str], renamed: Mapping[str, str]
 ) -> tuple[dict[str, dict[str, Any]], list[str]]:
     """Take the `[subsystem]` tables out of `raw`; a table that names no subsystem is a problem."""
     sections: dict[str, dict[str, Any]] = {}
     problems: list[str] = []
     for key in list(raw):
         value = raw[key]
-        if key in subsystem_names and isinstance(value, dict):
+        if key in renamed and isinstance(value, dict) and renamed[key] not in raw:
+            logger.warning("config: [%s] is now called [%s]; please rename it", key, renamed[key])
+            sections[renamed[key]] = raw.pop(key)
+        elif key in subsystem_names and isinstance(value, dict):
             sections[key] = raw.pop(key)
         elif isinstance(value, dict) and key != "mqtt":
             close = difflib.get_close_matches(key, list(subsystem_names), n=1)
@@ -117,6 +122,7 @@ def _split_sections(
 def load(
     *,
     subsystem_names: Sequence[str],
+    renamed: Mapping[str, str] | None = None,
     config_file: Path | None = None,
     env: Mapping[str, str] | None = None,
     cli: Mapping[str, Any] | None = None,
@@ -127,7 +133,8 @@ def load(
     if path is None and SYSTEM_CONFIG.exists():
         path = SYSTEM_CONFIG
     raw = read_file(path) if path is not None else {}
-    sections, problems = _split_sections(raw, subsystem_names)
+    renamed = renamed or {}
+    sections, problems = _split_sections(raw, subsystem_names, renamed)
     for key in ENV_KEYS:
         value = env.get(f"MILO_{key.upper()}")
         if value not in (None, ""):
@@ -141,6 +148,8 @@ def load(
     except ValidationError as exc:
         problems += validation_messages(exc, NodeConfig)
         config = None
+    if config is not None:
+        config.only = [renamed.get(name, name) for name in config.only]
     unknown = [name for name in (config.only if config else []) if name not in subsystem_names]
     if unknown:
         problems.append(f"--only: unknown subsystem(s) {unknown}; known: {', '.join(subsystem_names)}")

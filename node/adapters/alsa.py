@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
@@ -16,10 +16,6 @@ ALSA_DIR = REPO_ROOT / "alsa"
 
 Mode = Literal["direct", "direct_eq", "multiroom", "multiroom_eq"]
 MODES: tuple[Mode, ...] = ("direct", "direct_eq", "multiroom", "multiroom_eq")
-
-# Loopback subdevice per source, pinned so snapserver's streams never move (DESIGN: bluetooth 0, roc 1,
-# spotify 2, radio 3); sources added later take the next free subdevice in list order.
-SOURCES: tuple[str, ...] = ("bluetooth", "roc", "spotify", "radio")
 
 EQ_CTL = "milo_eq"  # the mixer side of alsaequal: Mixer(control, device=EQ_CTL)
 EQ_LIBRARY = "/usr/lib/ladspa/caps.so"
@@ -74,16 +70,34 @@ class AsoundPlan:
     """Everything asound.conf depends on."""
 
     eq_controls: Path  # absolute: daemons have different HOMEs
+    sources: Sequence[str]  # the node's sources (node.registry.SOURCES), each gets every PCM
     mode: Mode = "direct"
-    sources: Sequence[str] = SOURCES
+    # source -> its Loopback subdevice; a source not named here takes the lowest free one, in list order
+    # (each source class pins its own, so snapserver's streams never move when a source is added).
+    subdevices: Mapping[str, int] = field(default_factory=dict)
     card: CardSettings = field(default_factory=CardSettings)
     loopback: LoopbackSettings = field(default_factory=LoopbackSettings)
     eq_library: str = EQ_LIBRARY
     extra: str = ""  # appended verbatim (tests define their file sinks here)
 
 
-def loopback_subdevice(source: str, sources: Sequence[str] = SOURCES) -> int:
-    return list(sources).index(source)
+def loopback_subdevices(
+    sources: Sequence[str], pinned: Mapping[str, int] | None = None
+) -> dict[str, int | None]:
+    """Each source's subdevice: its pinned one, else the lowest free one in list order (None: none left)."""
+    pinned = pinned or {}
+    taken = {pinned[s] for s in sources if s in pinned}
+    free = iter(n for n in range(_LOOPBACK_SUBDEVICES) if n not in taken)
+    return {s: pinned[s] if s in pinned else next(free, None) for s in sources}
+
+
+def loopback_subdevice(source: str, sources: Sequence[str], pinned: Mapping[str, int] | None = None) -> int:
+    sub = loopback_subdevices(sources, pinned)[source]
+    if sub is None:
+        raise ValueError(
+            f"source {source!r} has no Loopback subdevice (snd-aloop has {_LOOPBACK_SUBDEVICES})"
+        )
+    return sub
 
 
 def render_asound(plan: AsoundPlan) -> str:
@@ -172,8 +186,11 @@ def _view(plan: AsoundPlan) -> _View:
     dmix = _DMIX_NAME if card.dmix and card.pcm is None else None
     direct = _Output(card.pcm or dmix or hw, card.format, card.rate, _STEREO)
     sources = []
+    subdevices = loopback_subdevices(plan.sources, plan.subdevices)
     for source in plan.sources:
-        sub = loopback_subdevice(source, plan.sources)
+        sub = subdevices[source]
+        if sub is None:  # _check made sure it plays into a PCM of its own instead
+            sub = -1
         default_loop = f"hw:{loopback.card},{loopback.device},{sub}"
         loop = _Output(
             loopback.pcm.get(source, default_loop), loopback.format, loopback.rate, loopback.channels
@@ -200,11 +217,16 @@ def _check(plan: AsoundPlan) -> None:
     unknown = set(plan.loopback.pcm) - set(plan.sources)
     if unknown:
         raise ValueError(f"loopback.pcm names unknown sources: {sorted(unknown)}")
-    for source in plan.sources[_LOOPBACK_SUBDEVICES:]:
-        if source not in plan.loopback.pcm:
+    for source, sub in loopback_subdevices(plan.sources, plan.subdevices).items():
+        if sub is None and source not in plan.loopback.pcm:
             raise ValueError(
                 f"source {source!r} has no Loopback subdevice (snd-aloop has {_LOOPBACK_SUBDEVICES})"
             )
+    pinned = [plan.subdevices[s] for s in plan.sources if s in plan.subdevices]
+    if len(set(pinned)) != len(pinned) or any(not 0 <= n < _LOOPBACK_SUBDEVICES for n in pinned):
+        raise ValueError(
+            f"Loopback subdevices must be distinct, 0-{_LOOPBACK_SUBDEVICES - 1}: {plan.subdevices}"
+        )
     for fmt in (plan.card.format, plan.loopback.format):
         if not _FORMAT.fullmatch(fmt):
             raise ValueError(f"not an ALSA sample format: {fmt!r}")

@@ -45,17 +45,27 @@ class Bus(ABC):
         self._on_connect.append(callback)
 
     def _dispatch(self, message: Message) -> None:
-        for handler in tuple(self._exact.get(message.topic, ())):
+        """Hand a message to every handler whose filter matches, once per handler.
+
+        A handler holding two matching filters (its own `source/set` and a watched `source/+`) gets
+        the message once, as a broker delivers one message per client, not per subscription.
+        """
+        exact = self._exact.get(message.topic, ())
+        wild = [handler for topic_filter, handler in self._wild if matches(topic_filter, message.topic)]
+        handlers = tuple(dict.fromkeys((*exact, *wild))) if wild else tuple(exact)
+        for handler in handlers:
             handler(message)
-        for topic_filter, handler in tuple(self._wild):
-            if matches(topic_filter, message.topic):
-                handler(message)
 
     def _add(self, topic_filter: str, handler: Handler) -> None:
         if "+" in topic_filter or "#" in topic_filter:
             self._wild.append((topic_filter, handler))
         else:
             self._exact.setdefault(topic_filter, []).append(handler)
+
+    def _subscriptions(self) -> list[tuple[str, Handler]]:
+        """Every (filter, handler) pair held now."""
+        exact = [(f, h) for f, handlers in self._exact.items() for h in handlers]
+        return exact + list(self._wild)
 
     def filters(self) -> set[str]:
         """Every filter some handler holds."""

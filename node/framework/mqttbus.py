@@ -9,10 +9,13 @@ import secrets
 
 import aiomqtt
 from aiomqtt.exceptions import MqttConnectError
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
 from paho.mqtt.subscribeoptions import SubscribeOptions
 
 from node.framework.bus import BrokerURL, Bus, Handler, Message
 from node.framework.errors import ConfigError
+from node.framework.topics import matches
 
 logger = logging.getLogger(__name__)
 
@@ -32,6 +35,9 @@ class MqttBus(Bus):
         # MQTT 5 first: its retain-as-published option shows the node that a live command was
         # published retained, so it can refuse it as the embedded bus does. 3.1.1 brokers fall back.
         self.protocol = aiomqtt.ProtocolVersion.V5
+        # MQTT 5 subscription identifiers: a broker sends one copy of a message per matching
+        # subscription (mosquitto does), each naming its own; see _dispatch_copy.
+        self._sub_ids: dict[str, int] = {}
 
     @property
     def description(self) -> str:
@@ -71,7 +77,12 @@ class MqttBus(Bus):
                     self._first = False
                     async for m in client.messages:
                         payload = m.payload if isinstance(m.payload, bytes | bytearray) else b""
-                        self._dispatch(Message(m.topic.value, bytes(payload), bool(m.retain)))
+                        message = Message(m.topic.value, bytes(payload), bool(m.retain))
+                        ids = getattr(m.properties, "SubscriptionIdentifier", None) if m.properties else None
+                        if ids:
+                            self._dispatch_copy(message, set(ids))
+                        else:
+                            self._dispatch(message)
             except MqttConnectError as exc:
                 if self.protocol is aiomqtt.ProtocolVersion.V5 and exc.rc in (1, 132):
                     logger.info("broker %s speaks MQTT 3.1.1 only", self.url.safe())
@@ -116,10 +127,29 @@ class MqttBus(Bus):
         elif known:
             logger.debug("subscription %s will be made on connection", topic_filter)
 
+    def _dispatch_copy(self, message: Message, ids: set[int]) -> None:
+        """One copy per matching subscription arrives: a handler takes only its first filter's copy.
+
+        So a handler with overlapping filters (a runner's `source/set` and its watched `source/+`)
+        acts once, as on the embedded broker; with a broker that sends one copy naming every
+        subscription, the first filter is among the ids all the same.
+        """
+        first: dict[Handler, int] = {}
+        for topic_filter, handler in self._subscriptions():
+            if matches(topic_filter, message.topic):
+                sub_id = self._sub_ids.get(topic_filter, 0)
+                first[handler] = min(first.get(handler, sub_id), sub_id)
+        for handler, sub_id in first.items():
+            if sub_id in ids:
+                handler(message)
+
     async def _subscribe(self, client: aiomqtt.Client, topic_filter: str) -> None:
         if self.protocol is aiomqtt.ProtocolVersion.V5:
             options = SubscribeOptions(qos=1, retainAsPublished=True)
-            await client.subscribe(topic_filter, options=options)
+            sub_id = self._sub_ids.setdefault(topic_filter, len(self._sub_ids) + 1)
+            properties = Properties(PacketTypes.SUBSCRIBE)  # type: ignore[no-untyped-call]
+            properties.SubscriptionIdentifier = sub_id
+            await client.subscribe(topic_filter, options=options, properties=properties)
         else:
             await client.subscribe(topic_filter, qos=1)
 

@@ -50,6 +50,17 @@ class Store:
     def path(self, name: str) -> Path:
         return self.dir / f"{name}.json"
 
+    def adopt(self, old: str, name: str) -> bool:
+        """Take over the files a subsystem kept under an earlier name, when it has none of its own yet."""
+        path, former = self.path(name), self.path(old)
+        if path.exists() or path.with_name(path.name + ".bak").exists() or not former.exists():
+            return False
+        for suffix in (".bak", ""):
+            source = former.with_name(former.name + suffix)
+            if source.exists():
+                os.replace(source, path.with_name(path.name + suffix))
+        return True
+
     def _read(self, path: Path, validate: Any) -> StoredFile:
         stored = StoredFile.model_validate_json(path.read_bytes())
         if stored.version > FILE_VERSION:

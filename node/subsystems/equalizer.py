@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from typing import Any, ClassVar
 
 import alsaaudio
@@ -12,6 +11,7 @@ from node.adapters import alsa
 from node.framework.bus import Message
 from node.framework.errors import CommandError, SubsystemUnavailableError
 from node.framework.subsystem import Subsystem, SubsystemConfig
+from node.framework.views import RoutingView, read_view
 
 # Band key -> alsaequal's simple-control name (caps Eq10, reference/alsa.md §1).
 BANDS: dict[str, str] = {
@@ -237,11 +237,9 @@ class Equalizer(Subsystem[EqualizerState, EqualizerConfig]):
 
     async def on_topic(self, message: Message, path: str) -> None:
         if path == "routing":
-            try:
-                active = bool(json.loads(message.payload).get("equalizer", False))
-            except (ValueError, AttributeError):
-                return  # not ours to judge; the router validates its own state
-            await self.set_state(active=active)
+            view = read_view(RoutingView, message.payload, self.log)
+            if view is not None:
+                await self.set_state(active=view.equalizer)
 
     async def on_config(self, old: EqualizerConfig, new: EqualizerConfig) -> bool:
         return False  # new range: set up again and republish it

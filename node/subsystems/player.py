@@ -2,33 +2,32 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
 import re
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 
 from node.framework.bus import Message
-from node.framework.contract import (
-    KNOWN_SOURCES,
+from node.framework.errors import CommandError
+from node.framework.subsystem import Owned, Subsystem, SubsystemConfig
+from node.framework.views import (
+    SOURCE_COMMANDS,
     SOURCE_NAME,
+    Seek,
     SourceCommand,
     SourceStatus,
     SourceView,
     Transport,
 )
-from node.framework.errors import CommandError
-from node.framework.subsystem import Owned, Subsystem, SubsystemConfig
 
 NONE = "none"
 # Names under `source/` that are the `source` topic's own commands, never a source.
 RESERVED = frozenset({"set", "get", "config", NONE})
 _NAME = re.compile(SOURCE_NAME)
-# The order commands are listed in, whatever order a source gives them.
-COMMAND_ORDER: tuple[SourceCommand, ...] = ("play", "pause", "toggle", "stop", "next", "previous", "seek")
 BUSY: frozenset[str] = frozenset({"playing", "buffering"})
 
 PlayerStatus = Literal["idle", "buffering", "playing", "paused", "error"]
@@ -94,12 +93,6 @@ class PlayerData(BaseModel):
     active: str = Field(default=NONE, pattern=SOURCE_NAME)
 
 
-class Seek(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    seek_ms: int = Field(ge=0, description="position to go to, in ms")
-
-
 class SourceChoice(BaseModel):
     """`source/set`: `{"active": "radio"}`, or the plain text `radio` / `none`."""
 
@@ -111,10 +104,10 @@ class SourceChoice(BaseModel):
 PlayerCommand = Transport | Seek
 
 
-def order(names: set[str] | list[str]) -> list[str]:
-    """The known sources in the UI's order, then any others alphabetically."""
-    known = [n for n in KNOWN_SOURCES if n in names]
-    return known + sorted(n for n in names if n not in KNOWN_SOURCES)
+def order(names: set[str] | list[str], known: Sequence[str]) -> list[str]:
+    """The registered sources in the order of the list of sources, then any others alphabetically."""
+    listed = [n for n in known if n in names]
+    return listed + sorted(n for n in names if n not in known)
 
 
 def _now_ms() -> int:
@@ -141,7 +134,7 @@ class _Source:
         listed = set(self.view.commands)
         if "play" in listed and "pause" in listed:
             listed.add("toggle")
-        return [c for c in COMMAND_ORDER if c in listed]
+        return [c for c in SOURCE_COMMANDS if c in listed]
 
 
 class Player(Subsystem[PlayerState, PlayerConfig]):
@@ -152,79 +145,47 @@ class Player(Subsystem[PlayerState, PlayerConfig]):
     Data = PlayerData
     Command = TypeAdapter(PlayerCommand)
     owned: ClassVar[dict[str, Owned]] = {"source": Owned(SourcesState, TypeAdapter(SourceChoice))}
-    # Nothing in `watches`: a wildcard over `source/+` also matches `source/set`, and the runner would
-    # then act on each `source/set` once per matching subscription (twice, four times on mosquitto).
-    # Sources are found through `source/+/config` (every runner publishes it) and each state topic is
-    # subscribed to exactly, on the player's own queue.
+    # Every runner publishes `source/<name>/config`, so a source is known even while it does not run.
+    watches: ClassVar[tuple[str, ...]] = ("source/+", "source/+/config")
 
     data: PlayerData
 
     async def setup(self) -> None:
         self._sources: dict[str, _Source] = {}
-        self._subscribed: set[str] = set()
-        self._events: asyncio.Queue[Message] = asyncio.Queue()
-        # Commands (the runner's task) and source updates (run()) interleave at every publish.
-        self._lock = asyncio.Lock()
         self._active = self.data.active if self.config.restore_active else NONE
-        await self._subscribe(self.ctx.topics.of("source/+/config"))
-        # The embedded broker hands retained messages over during subscribe: read them now, so
-        # the first state published already holds every source.
-        while not self._events.empty():
-            await self._on_event(self._events.get_nowait(), publish=False)
+        self._known = [spec.name for spec in self.ctx.node.sources]
         self.state = self._player_state()
+        # A state that arrives before its source's config (retained order is the broker's) waits here.
+        self._early: dict[str, bytes] = {}
 
     async def run(self) -> None:
         await self.publish_owned("source", self._sources_state())
-        while True:
-            message = await self._events.get()
-            async with self._lock:
-                await self._on_event(message, publish=True)
-
-    async def teardown(self) -> None:
-        for topic in getattr(self, "_subscribed", set()):
-            await self.ctx.bus.unsubscribe(topic, self._enqueue)
+        await super().run()
 
     async def on_config(self, old: PlayerConfig, new: PlayerConfig) -> bool:
-        async with self._lock:
-            await self._publish()
+        await self._publish()
         return True
 
     # Sources ---------------------------------------------------------------------------------------
-    def _enqueue(self, message: Message) -> None:
-        self._events.put_nowait(message)
-
-    async def _subscribe(self, topic: str) -> None:
-        if topic not in self._subscribed:
-            self._subscribed.add(topic)
-            await self.ctx.bus.subscribe(topic, self._enqueue)
-
-    async def _unsubscribe(self, topic: str) -> None:
-        if topic in self._subscribed:
-            self._subscribed.discard(topic)
-            await self.ctx.bus.unsubscribe(topic, self._enqueue)
-
-    async def _on_event(self, message: Message, *, publish: bool) -> None:
-        parts = message.topic[len(self.ctx.topics.base) + 1 :].split("/")
+    async def on_topic(self, message: Message, path: str) -> None:
+        parts = path.split("/")
         if len(parts) < 2 or parts[0] != "source" or parts[1] in RESERVED or not _NAME.match(parts[1]):
             return
         name = parts[1]
         if parts[2:] == ["config"]:
-            await self._on_source_config(name, message.payload)
+            self._on_source_config(name, message.payload)
         elif len(parts) == 2:
-            started = self._on_source_state(name, message.payload)
-            if started and publish:
+            if self._on_source_state(name, message.payload):
                 await self._activate(name)
                 return
         else:
             return
-        if publish:
-            await self._publish()
+        await self._publish()
 
-    async def _on_source_config(self, name: str, payload: bytes) -> None:
-        state_topic = self.ctx.topics.of(f"source/{name}")
+    def _on_source_config(self, name: str, payload: bytes) -> None:
         if not payload:
             self._sources.pop(name, None)
-            await self._unsubscribe(state_topic)
+            self._early.pop(name, None)
             return
         try:
             config = json.loads(payload)
@@ -236,13 +197,15 @@ class Player(Subsystem[PlayerState, PlayerConfig]):
             return
         source = self._sources.setdefault(name, _Source())
         source.enabled = config.get("enabled") is True
-        await self._subscribe(state_topic)
+        if name in self._early:
+            self._on_source_state(name, self._early.pop(name))
 
     def _on_source_state(self, name: str, payload: bytes) -> bool:
         """Record a source's state; True when it has just started playing and should become active."""
         source = self._sources.get(name)
         if source is None:
-            return False  # its config was deleted while this was on the way
+            self._early[name] = payload
+            return False
         if not payload:
             source.view, source.position_at = None, None
             if source.last is not None:
@@ -290,7 +253,7 @@ class Player(Subsystem[PlayerState, PlayerConfig]):
         )
 
     def _sources_state(self) -> SourcesState:
-        names = order(list(self._sources))
+        names = order(list(self._sources), self._known)
         return SourcesState(
             active=self._active,
             enabled=[n for n in names if self._sources[n].enabled],
@@ -339,27 +302,26 @@ class Player(Subsystem[PlayerState, PlayerConfig]):
         return {"active": text.lower()}
 
     async def on_command(self, command: Any) -> None:
-        async with self._lock:
-            name = self._active
-            if name == NONE:
-                raise CommandError("no_active_source", "no source is active; choose one on source/set")
-            source = self._sources.get(name)
-            if source is None or not source.available or source.view is None:
-                raise CommandError("unavailable", f"{name} is not available now")
-            can = source.commands()
-            if isinstance(command, Seek):
-                if "seek" not in can:
-                    raise self._unsupported(name, "seek", can)
-                await self._send(name, command.model_dump_json())
-                return
-            text: str = command
-            if text == "toggle" and "toggle" not in source.view.commands:
-                text = "pause" if source.view.state in BUSY else "play"
-                if text not in can:
-                    raise self._unsupported(name, "toggle", can)
-            elif text not in can:
-                raise self._unsupported(name, text, can)
-            await self._send(name, text)
+        name = self._active
+        if name == NONE:
+            raise CommandError("no_active_source", "no source is active; choose one on source/set")
+        source = self._sources.get(name)
+        if source is None or not source.available or source.view is None:
+            raise CommandError("unavailable", f"{name} is not available now")
+        can = source.commands()
+        if isinstance(command, Seek):
+            if "seek" not in can:
+                raise self._unsupported(name, "seek", can)
+            await self._send(name, command.model_dump_json())
+            return
+        text: str = command
+        if text == "toggle" and "toggle" not in source.view.commands:
+            text = "pause" if source.view.state in BUSY else "play"
+            if text not in can:
+                raise self._unsupported(name, "toggle", can)
+        elif text not in can:
+            raise self._unsupported(name, text, can)
+        await self._send(name, text)
 
     @staticmethod
     def _unsupported(name: str, command: str, can: list[SourceCommand]) -> CommandError:
@@ -370,21 +332,16 @@ class Player(Subsystem[PlayerState, PlayerConfig]):
     async def on_owned_command(self, path: str, command: Any) -> None:
         choice: SourceChoice = command
         name = choice.active
-        async with self._lock:
-            if name == NONE:
-                await self._activate(NONE)
-                return
-            source = self._sources.get(name)
-            if source is None:
-                known = ", ".join(order(list(self._sources))) or "none"
-                raise CommandError("unknown_source", f"no source {name!r}; the sources are: {known}")
-            if not source.available or source.view is None:
-                why = "disabled" if not source.enabled else "unavailable"
-                raise CommandError("unavailable", f"{name} is {why}")
-            await self._activate(name)
-            if (
-                self.config.play_on_select
-                and "play" in source.view.commands
-                and source.view.state not in BUSY
-            ):
-                await self._send(name, "play")
+        if name == NONE:
+            await self._activate(NONE)
+            return
+        source = self._sources.get(name)
+        if source is None:
+            known = ", ".join(order(list(self._sources), self._known)) or "none"
+            raise CommandError("unknown_source", f"no source {name!r}; the sources are: {known}")
+        if not source.available or source.view is None:
+            why = "disabled" if not source.enabled else "unavailable"
+            raise CommandError("unavailable", f"{name} is {why}")
+        await self._activate(name)
+        if self.config.play_on_select and "play" in source.view.commands and source.view.state not in BUSY:
+            await self._send(name, "play")

@@ -1,4 +1,4 @@
-"""The `router` subsystem: from the routing flags to asound.conf and the PCM each source plays into now."""
+"""The `routing` subsystem: from the routing flags to asound.conf and the PCM each source plays into now."""
 
 from __future__ import annotations
 
@@ -50,23 +50,10 @@ class RouterConfig(SubsystemConfig):
     loopback_pcms: dict[str, str] = Field(
         default_factory=dict, description="source -> PCM replacing its subdevice"
     )
-    sources: list[str] = Field(default_factory=lambda: list(alsa.SOURCES), min_length=1, max_length=8)
     eq_controls: str = Field(
         default="", description="alsaequal controls file; default <data_dir>/alsaequal.bin"
     )
     extra: str = Field(default="", max_length=65536, description="ALSA config appended verbatim")
-
-    @model_validator(mode="after")
-    def _names(self) -> RouterConfig:
-        for name in self.sources:
-            if not name.isidentifier() or not name.islower():
-                raise ValueError(f"source name {name!r} must be lower-case letters, digits, _")
-        if len(set(self.sources)) != len(self.sources):
-            raise ValueError("sources must be unique")
-        unknown = set(self.loopback_pcms) - set(self.sources)
-        if unknown:
-            raise ValueError(f"loopback_pcms names unknown sources {sorted(unknown)}")
-        return self
 
 
 class RoutingData(BaseModel):
@@ -92,8 +79,8 @@ class RoutingCommand(BaseModel):
 
 
 class Router(Subsystem[RoutingState, RouterConfig]):
-    name = "router"
-    topic = "routing"
+    name = "routing"
+    formerly = ("router",)
     description = "renders asound.conf and tells each source which ALSA PCM to play into"
     State = RoutingState
     Config = RouterConfig
@@ -127,13 +114,21 @@ class Router(Subsystem[RoutingState, RouterConfig]):
     def _plan(self, mode: alsa.Mode) -> alsa.AsoundPlan:
         c = self.config
         controls = Path(c.eq_controls) if c.eq_controls else self.ctx.node.data_dir / "alsaequal.bin"
+        sources = self.ctx.node.sources
+        names = {s.name for s in sources}
+        unknown = sorted(set(c.loopback_pcms) - names)
+        if unknown:
+            self.log.warning("routing: loopback_pcms names sources the node does not have: %s", unknown)
         return alsa.AsoundPlan(
             eq_controls=controls.resolve(),
+            sources=tuple(s.name for s in sources),
+            subdevices={s.name: s.subdevice for s in sources},
             mode=mode,
-            sources=tuple(c.sources),
             card=self._card,
             loopback=alsa.LoopbackSettings(
-                card=c.loopback_card, device=c.loopback_device, pcm=c.loopback_pcms
+                card=c.loopback_card,
+                device=c.loopback_device,
+                pcm={k: v for k, v in c.loopback_pcms.items() if k in names},
             ),
             extra=c.extra,
         )

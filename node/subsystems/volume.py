@@ -18,7 +18,6 @@ from pydantic import (
     Field,
     Tag,
     TypeAdapter,
-    ValidationError,
     model_validator,
 )
 
@@ -27,6 +26,7 @@ from node.framework.bus import Message
 from node.framework.errors import CommandError, DaemonError, SubsystemUnavailableError
 from node.framework.payloads import RELATIVE
 from node.framework.subsystem import Context, Subsystem, SubsystemConfig
+from node.framework.views import MultiroomClientView, MultiroomView, RoutingView, read_view
 
 # During a burst (a knob, a slider drag) the state goes out at most once per interval, and the
 # value reached at the end of the burst always goes out last.
@@ -147,29 +147,6 @@ VolumeCommand = Annotated[
 ]
 
 
-class _Client(BaseModel):
-    """One client as the `multiroom` state lists it (only what the master volume needs)."""
-
-    model_config = ConfigDict(extra="ignore")
-
-    id: str = Field(min_length=1, max_length=100, pattern=r"^[^/#+]+$")
-    volume: int = Field(ge=0, le=100)
-    muted: bool = False
-    connected: bool = True
-
-
-class _Multiroom(BaseModel):
-    model_config = ConfigDict(extra="ignore")
-
-    clients: list[_Client] = Field(default_factory=list)
-
-
-class _Routing(BaseModel):
-    model_config = ConfigDict(extra="ignore")
-
-    multiroom: bool = False
-
-
 @dataclass
 class _Pending:
     volume: int
@@ -233,7 +210,7 @@ class Volume(Subsystem[VolumeState, VolumeConfig]):
         self._saved: tuple[int | None, bool] = (self.data.percent, self.data.muted)
         self._set_up = False
         self._multiroom = False
-        self._clients: dict[str, _Client] = {}
+        self._clients: dict[str, MultiroomClientView] = {}
         self._pending: dict[str, _Pending] = {}
         self._outbox: dict[str, dict[str, Any]] = {}
         self._write_wanted = asyncio.Event()
@@ -472,7 +449,7 @@ class Volume(Subsystem[VolumeState, VolumeConfig]):
         self._readers.clear()
 
     # Multiroom -------------------------------------------------------------------------------------
-    def _view(self) -> list[_Client]:
+    def _view(self) -> list[MultiroomClientView]:
         """The clients as they are once what we sent them is applied."""
         out = []
         for reported in self._clients.values():
@@ -518,19 +495,15 @@ class Volume(Subsystem[VolumeState, VolumeConfig]):
 
     async def on_topic(self, message: Message, path: str) -> None:
         if path == "routing":
-            try:
-                routing = _Routing.model_validate_json(message.payload) if message.payload else _Routing()
-            except ValidationError as exc:
-                self.log.warning("volume: ignoring a routing state it cannot read: %s", exc)
+            routing = read_view(RoutingView, message.payload, self.log)
+            if routing is None:
                 return
             if routing.multiroom != self._multiroom:
                 self._multiroom = routing.multiroom
                 self._changed(save=False)
         elif path == "multiroom":
-            try:
-                state = _Multiroom.model_validate_json(message.payload) if message.payload else _Multiroom()
-            except ValidationError as exc:
-                self.log.warning("volume: ignoring a multiroom state it cannot read: %s", exc)
+            state = read_view(MultiroomView, message.payload, self.log)
+            if state is None:
                 return
             self._clients = {c.id: c for c in state.clients}
             now = time.monotonic()

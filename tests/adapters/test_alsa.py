@@ -15,7 +15,6 @@ from harness.audio import level_dbfs, peak_hz, read_wav, tone, write_wav
 from node.adapters.alsa import (
     EQ_CTL,
     MODES,
-    SOURCES,
     AsoundPlan,
     CardSettings,
     LoopbackSettings,
@@ -27,6 +26,8 @@ from node.adapters.alsa import (
 )
 
 GOLDEN = Path(__file__).parent / "golden"
+# An explicit list (the node's comes from node.registry): the four sources the golden files were made for.
+SOURCES = ("bluetooth", "roc", "spotify", "radio")
 EQ_CONTROLS = Path("/var/lib/milo/alsaequal.bin")
 RATE = 48000
 TONE_S = 0.5  # file sinks are not paced: a short tone keeps every run fast
@@ -40,7 +41,7 @@ EQ10_FLAT_GAIN_DB = 3.5
 
 
 def golden_plan(mode: Mode) -> AsoundPlan:
-    return AsoundPlan(eq_controls=EQ_CONTROLS, mode=mode)
+    return AsoundPlan(eq_controls=EQ_CONTROLS, sources=SOURCES, mode=mode)
 
 
 def defined(text: str, kind: str = "pcm") -> list[str]:
@@ -92,7 +93,9 @@ def test_every_source_has_every_chain_and_an_alias_on_the_mode(mode: Mode) -> No
 
 
 def test_header_names_the_mode_and_sources_and_extra_comes_last() -> None:
-    text = render_asound(AsoundPlan(eq_controls=EQ_CONTROLS, mode="multiroom_eq", extra="pcm.x {\n}\n"))
+    text = render_asound(
+        AsoundPlan(eq_controls=EQ_CONTROLS, sources=SOURCES, mode="multiroom_eq", extra="pcm.x {\n}\n")
+    )
     head = text.splitlines()[:3]
     assert "do not edit" in head[0]
     assert head[1:] == ["# mode: multiroom_eq", "# sources: bluetooth roc spotify radio"]
@@ -101,7 +104,7 @@ def test_header_names_the_mode_and_sources_and_extra_comes_last() -> None:
 
 def test_a_new_source_gets_its_pcms_and_the_next_subdevice_without_a_template_change() -> None:
     sources = (*SOURCES, "airplay")
-    text = render_asound(AsoundPlan(eq_controls=EQ_CONTROLS, mode="multiroom", sources=sources))
+    text = render_asound(AsoundPlan(eq_controls=EQ_CONTROLS, sources=sources, mode="multiroom"))
     assert loopback_subdevice("airplay", sources) == 4
     assert slave_of(text, "milo_airplay_multiroom") == "hw:Loopback,0,4"
     assert slave_of(text, "milo_airplay_multiroom_eq_float") == "milo_airplay_multiroom"
@@ -130,7 +133,7 @@ def test_direct_chain_mixes_through_dmix_on_the_card() -> None:
     [(CardSettings(dmix=False), "hw:sndrpihifiberry,0"), (CardSettings(pcm="my_sink"), "my_sink")],
 )
 def test_without_dmix_the_chain_opens_the_card_output_itself(card: CardSettings, output: str) -> None:
-    text = render_asound(AsoundPlan(eq_controls=EQ_CONTROLS, card=card))
+    text = render_asound(AsoundPlan(eq_controls=EQ_CONTROLS, sources=SOURCES, card=card))
     assert "milo_dmix" not in defined(text)
     assert slave_of(text, "milo_radio_direct") == output
 
@@ -155,12 +158,12 @@ def test_every_output_and_the_equalizer_are_preceded_by_a_plug_pinning_the_forma
 @pytest.mark.parametrize(
     "plan",
     [
-        AsoundPlan(eq_controls=Path("alsaequal.bin")),
+        AsoundPlan(eq_controls=Path("alsaequal.bin"), sources=SOURCES),
         AsoundPlan(eq_controls=EQ_CONTROLS, sources=("radio", "Radio Two")),
         AsoundPlan(eq_controls=EQ_CONTROLS, sources=("radio", "radio")),
         AsoundPlan(eq_controls=EQ_CONTROLS, sources=tuple(f"s{n}" for n in range(9))),
-        AsoundPlan(eq_controls=EQ_CONTROLS, loopback=LoopbackSettings(pcm={"airplay": "x"})),
-        AsoundPlan(eq_controls=EQ_CONTROLS, card=CardSettings(format='S16_LE" }')),
+        AsoundPlan(eq_controls=EQ_CONTROLS, sources=SOURCES, loopback=LoopbackSettings(pcm={"airplay": "x"})),
+        AsoundPlan(eq_controls=EQ_CONTROLS, sources=SOURCES, card=CardSettings(format='S16_LE" }')),
     ],
     ids=[
         "relative-controls",

@@ -158,6 +158,7 @@ def asound(tmp_path: Path) -> Iterator[Path]:
     cfg = sink_config(out)
     plan = alsa.AsoundPlan(
         eq_controls=(tmp_path / "alsaequal.bin").resolve(),
+        sources=tuple(cfg["loopback_pcms"]),
         card=alsa.CardSettings(name=cfg["card"], dmix=False, pcm=cfg["output_pcm"]),
         loopback=alsa.LoopbackSettings(pcm=cfg["loopback_pcms"]),
         extra=cfg["extra"],

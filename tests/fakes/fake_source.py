@@ -4,11 +4,10 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
+from pydantic import BaseModel, ConfigDict, Field
 
-from node.framework.contract import SourceCommand, SourceState, Transport
 from node.framework.errors import SubsystemUnavailableError
-from node.framework.subsystem import Subsystem, SubsystemConfig
+from node.sources import Source, SourceCommand, SourceConfig, SourceState, Transport, commands_of
 
 ALL_COMMANDS: list[SourceCommand] = ["play", "pause", "stop", "next", "previous", "seek"]
 DURATION_MS = 200_000
@@ -20,14 +19,9 @@ class FakeSourceState(SourceState):
     )
 
 
-class FakeSourceConfig(SubsystemConfig):
+class FakeSourceConfig(SourceConfig):
     available: bool = True
     commands: list[SourceCommand] = Field(default_factory=lambda: list(ALL_COMMANDS))
-
-
-class Seek(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    seek_ms: int = Field(ge=0)
 
 
 class Start(BaseModel):
@@ -49,16 +43,14 @@ class Unplug(BaseModel):
     unplug: bool
 
 
-FakeCommand = Transport | Seek | Start | SetCommands | Unplug
-
-
-class FakeSource(Subsystem[FakeSourceState, FakeSourceConfig]):
+class FakeSource(Source[FakeSourceState, FakeSourceConfig]):
     """Subclassed by `make_source` with a name; never registered itself."""
 
     name = "fake"
+    program = "nothing (a test double)"
     State = FakeSourceState
     Config = FakeSourceConfig
-    Command = TypeAdapter(FakeCommand)
+    Command = commands_of(Start, SetCommands, Unplug)
 
     async def check_environment(self) -> None:
         if not self.config.available:
@@ -77,23 +69,21 @@ class FakeSource(Subsystem[FakeSourceState, FakeSourceConfig]):
             "duration_ms": DURATION_MS,
         }
 
-    async def on_command(self, command: Any) -> None:
+    async def on_source_command(self, command: Any) -> None:
         if isinstance(command, Start):
             await self.set_state(state="playing", position_ms=0)
         elif isinstance(command, SetCommands):
             await self.set_state(commands=command.commands)
-        elif isinstance(command, Unplug):
-            await self.set_state(state="unavailable" if command.unplug else "idle")
-        elif isinstance(command, Seek):
-            received = [*self.state.received, f"seek_ms={command.seek_ms}"]
-            await self.set_state(received=received, position_ms=command.seek_ms)
         else:
-            await self._transport(command)
+            await self.set_state(state="unavailable" if command.unplug else "idle")
 
-    async def _transport(self, command: str) -> None:
+    async def seek(self, position_ms: int) -> None:
+        received = [*self.state.received, f"seek_ms={position_ms}"]
+        await self.set_state(received=received, position_ms=position_ms)
+
+    async def transport(self, command: Transport) -> None:
         changes: dict[str, Any] = {"received": [*self.state.received, command]}
-        if command == "toggle":
-            command = "pause" if self.state.state == "playing" else "play"
+        command = self.toggled(command)
         if command == "play":
             changes.update(state="playing", position_ms=self.state.position_ms or 0)
         elif command == "pause":
@@ -109,9 +99,8 @@ class FakeSource(Subsystem[FakeSourceState, FakeSourceConfig]):
 def make_source(source_name: str) -> type[FakeSource]:
     """A fake source class named `source_name` (config section, store file) on `source/<source_name>`."""
 
-    class Source(FakeSource):
+    class Named(FakeSource):
         name = source_name
-        topic = f"source/{source_name}"
 
-    Source.__name__ = Source.__qualname__ = f"FakeSource_{source_name}"
-    return Source
+    Named.__name__ = Named.__qualname__ = f"FakeSource_{source_name}"
+    return Named

@@ -349,7 +349,7 @@ async def test_the_radio_follows_routing_without_reconnecting(
     run_node: NodeFactory, icy: IcyServer, tmp_path: Path
 ) -> None:
     out = sinks_dir(tmp_path)
-    sections = {"router": sink_config(out), "radio": fast(ao="", audio_device="")}
+    sections = {"routing": sink_config(out), "radio": fast(ao="", audio_device="")}
     async with run_node(subsystems=(Info, Router, Radio), sections=sections) as r, probe(r.port) as p:
         base = r.base
         await p.subscribe(f"{base}/source/radio", f"{base}/routing", f"{base}/error")

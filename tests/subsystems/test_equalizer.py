@@ -34,7 +34,7 @@ async def test_bands_reach_the_real_controls_and_the_sound(run_node: NodeFactory
     out = sinks_dir(tmp_path)
     wav = tmp_path / "tone.wav"
     write_wav(wav, tone(1000, 0.5, dbfs=-30), 48000)
-    sections = {"router": sink_config(out)}
+    sections = {"routing": sink_config(out)}
     async with run_node(subsystems=SUBSYSTEMS, sections=sections) as r, probe(r.port) as p:
         eq = f"{r.base}/equalizer"
         await p.subscribe(eq, f"{r.base}/routing")
@@ -70,7 +70,7 @@ async def test_bands_reach_the_real_controls_and_the_sound(run_node: NodeFactory
 async def test_presets_and_user_presets_persist(run_node: NodeFactory, tmp_path: Path) -> None:
     out = sinks_dir(tmp_path)
     data = tmp_path / "data"
-    sections = {"router": sink_config(out)}
+    sections = {"routing": sink_config(out)}
     async with run_node(subsystems=SUBSYSTEMS, sections=sections, data_dir=data) as r, probe(r.port) as p:
         eq = f"{r.base}/equalizer"
         await p.subscribe(eq)
@@ -102,7 +102,7 @@ async def test_presets_and_user_presets_persist(run_node: NodeFactory, tmp_path:
 async def test_off_keeps_the_bands(run_node: NodeFactory, tmp_path: Path) -> None:
     out = sinks_dir(tmp_path)
     async with (
-        run_node(subsystems=SUBSYSTEMS, sections={"router": sink_config(out)}) as r,
+        run_node(subsystems=SUBSYSTEMS, sections={"routing": sink_config(out)}) as r,
         probe(r.port) as p,
     ):
         eq = f"{r.base}/equalizer"
@@ -123,7 +123,7 @@ async def test_off_keeps_the_bands(run_node: NodeFactory, tmp_path: Path) -> Non
 async def test_bad_commands_change_nothing(run_node: NodeFactory, tmp_path: Path) -> None:
     out = sinks_dir(tmp_path)
     async with (
-        run_node(subsystems=SUBSYSTEMS, sections={"router": sink_config(out)}) as r,
+        run_node(subsystems=SUBSYSTEMS, sections={"routing": sink_config(out)}) as r,
         probe(r.port) as p,
     ):
         eq = f"{r.base}/equalizer"

@@ -13,6 +13,7 @@ import pytest
 
 from harness.alsa_sinks import pcms_listed, play, sink_config, sinks_dir
 from harness.audio import level_dbfs, peak_hz, read_wav, tone, write_wav
+from node import registry
 from node.subsystems.info import Info
 from node.subsystems.routing import Router
 from tests.conftest import NodeFactory
@@ -33,19 +34,19 @@ def routing(pred: Callable[[dict[str, Any]], bool]) -> Callable[[Got], bool]:
 async def test_start_writes_config_and_publishes_routing(run_node: NodeFactory, tmp_path: Path) -> None:
     out = sinks_dir(tmp_path)
     async with (
-        run_node(subsystems=(Info, Router), sections={"router": sink_config(out)}) as r,
+        run_node(subsystems=(Info, Router), sections={"routing": sink_config(out)}) as r,
         probe(r.port) as p,
     ):
         await p.subscribe(f"{r.base}/routing")
         state = (await p.wait_for(f"{r.base}/routing")).json()
         assert state["mode"] == "direct"
         assert (state["multiroom"], state["equalizer"]) == (False, False)
-        assert state["pcms"] == {s: f"milo_{s}_direct" for s in ("bluetooth", "roc", "spotify", "radio")}
+        assert state["pcms"] == {s: f"milo_{s}_direct" for s in registry.source_names()}
         assert state["output"] == "test_direct"
         conf = Path(state["asound_conf"])
         assert conf == r.node.config.data_dir / "asound.conf"
         listed = pcms_listed(conf)
-        for source in ("bluetooth", "roc", "spotify", "radio"):
+        for source in registry.source_names():
             assert f"milo_{source}" in listed
             for mode in ("direct", "direct_eq", "multiroom", "multiroom_eq"):
                 assert f"milo_{source}_{mode}" in listed
@@ -56,7 +57,7 @@ async def test_toggles_move_the_chain_without_changing_pcm_definitions(
 ) -> None:
     out = sinks_dir(tmp_path)
     async with (
-        run_node(subsystems=(Info, Router), sections={"router": sink_config(out)}) as r,
+        run_node(subsystems=(Info, Router), sections={"routing": sink_config(out)}) as r,
         probe(r.port) as p,
     ):
         topic = f"{r.base}/routing"
@@ -77,7 +78,7 @@ async def test_toggles_move_the_chain_without_changing_pcm_definitions(
         assert abs(level_dbfs(read_wav(out / "loop_radio.wav")[0]) + 20) < 1.5
         await p.publish(f"{topic}/set", {"multiroom": False})
         state = (await p.wait_for(topic, routing(lambda s: not s["multiroom"]))).json()
-        play(conf, state["pcms"]["spotify"], tone_wav)
+        play(conf, state["pcms"][registry.source_names()[0]], tone_wav)
         samples, rate = read_wav(out / "direct.wav")
         assert abs(peak_hz(samples, rate) - 1000) < 20
 
@@ -88,7 +89,7 @@ async def test_hundred_toggles_leave_a_valid_config_and_consistent_state(
     out = sinks_dir(tmp_path)
     rng = random.Random(7)
     async with (
-        run_node(subsystems=(Info, Router), sections={"router": sink_config(out)}) as r,
+        run_node(subsystems=(Info, Router), sections={"routing": sink_config(out)}) as r,
         probe(r.port) as p,
     ):
         topic = f"{r.base}/routing"
@@ -112,7 +113,7 @@ async def test_hundred_toggles_leave_a_valid_config_and_consistent_state(
             "_eq" if flags["equalizer"] else ""
         )
         assert f"milo_radio_{mode}" in text.split("pcm.milo_radio {", 1)[1].split("}", 1)[0]
-        assert len(pcms_listed(conf)) >= 20
+        assert len(pcms_listed(conf)) >= 5 * len(registry.source_names())  # 20 with four sources
         play(conf, "milo_radio", tone_wav)
         sink = "loop_radio" if flags["multiroom"] else "direct"
         assert abs(peak_hz(*read_wav(out / f"{sink}.wav")) - 1000) < 20
@@ -122,7 +123,7 @@ async def test_hundred_toggles_leave_a_valid_config_and_consistent_state(
 async def test_bad_routing_commands_change_nothing(run_node: NodeFactory, tmp_path: Path) -> None:
     out = sinks_dir(tmp_path)
     async with (
-        run_node(subsystems=(Info, Router), sections={"router": sink_config(out)}) as r,
+        run_node(subsystems=(Info, Router), sections={"routing": sink_config(out)}) as r,
         probe(r.port) as p,
     ):
         topic = f"{r.base}/routing"
@@ -141,7 +142,7 @@ async def test_bad_routing_commands_change_nothing(run_node: NodeFactory, tmp_pa
 async def test_flags_survive_a_restart(run_node: NodeFactory, tmp_path: Path) -> None:
     out = sinks_dir(tmp_path)
     data = tmp_path / "data"
-    sections = {"router": sink_config(out)}
+    sections = {"routing": sink_config(out)}
     async with run_node(subsystems=(Info, Router), sections=sections, data_dir=data) as r, probe(r.port) as p:
         await p.subscribe(f"{r.base}/routing")
         await p.publish(f"{r.base}/routing/set", {"equalizer": True, "multiroom": True})
@@ -150,7 +151,7 @@ async def test_flags_survive_a_restart(run_node: NodeFactory, tmp_path: Path) ->
         await p.subscribe(f"{r.base}/routing")
         state = (await p.wait_for(f"{r.base}/routing")).json()
         assert state["mode"] == "multiroom_eq"
-        assert json.loads((data / "router.json").read_text())["data"] == {
+        assert json.loads((data / "routing.json").read_text())["data"] == {
             "multiroom": True,
             "equalizer": True,
         }

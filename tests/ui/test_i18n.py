@@ -9,8 +9,9 @@ from html.parser import HTMLParser
 from pathlib import Path
 from typing import Any
 
-from node.framework.contract import KNOWN_SOURCES, SourceStatus
+from node import registry
 from node.framework.subsystem import Status
+from node.framework.views import SourceStatus
 from node.subsystems.equalizer import PRESETS
 from node.subsystems.player import PlayerStatus
 from node.subsystems.ui import LANGUAGES
@@ -77,7 +78,7 @@ def test_every_key_the_page_uses_exists() -> None:
 
 
 def node_codes() -> set[str]:
-    text = "\n".join(p.read_text() for p in (ROOT / "node").glob("*.py"))
+    text = "\n".join(p.read_text() for p in (ROOT / "node").rglob("*.py"))
     raised = re.findall(r"""(?:Command|Logo)Error\(\s*"([a-z_]+)\"""", text)
     return set(raised) | FRAMEWORK_CODES | UPLOAD_CODES
 
@@ -86,7 +87,7 @@ def test_keys_built_from_data_exist() -> None:
     """Keys the page builds at run time (`source.${name}`...) cannot be scanned: their families are listed."""
     english = load("en")
     families = {
-        "source": [*KNOWN_SOURCES, "none"],
+        "source": [*registry.source_names(), "none"],
         "state": sorted({*typing.get_args(SourceStatus), *typing.get_args(PlayerStatus)}),
         "status": [s.value for s in Status],
         "eq.preset": list(PRESETS),

@@ -9,8 +9,7 @@ from typing import Annotated, Literal
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError
 
 from node.adapters.radiobrowser import Station
-from node.framework.contract import SourceState, Transport
-from node.framework.subsystem import SubsystemConfig
+from node.sources import SourceConfig, SourceState
 
 STATION_ID = r"^[A-Za-z0-9_-]{1,64}$"
 # The directory's stationuuid; the ids the node makes up (custom-..., url-...) never match it.
@@ -154,7 +153,7 @@ class IndexState(BaseModel):
     error: str | None = Field(default=None, description="why the last refresh failed")
 
 
-class RadioConfig(SubsystemConfig):
+class RadioConfig(SourceConfig):
     """`[radio]`: the directory, the player's patience, and what URLs may be fetched."""
 
     directory_url: str = Field(
@@ -213,14 +212,6 @@ class PlayUrl(BaseModel):
     model_config = ConfigDict(extra="forbid")
     url: StreamURL
     name: str = Field(default="", max_length=200)
-
-
-class Seek(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    seek_ms: int = Field(ge=0)
-
-
-RadioCommand = Transport | PlayStation | PlayUrl | Seek
 
 
 class AddFavorite(BaseModel):

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import ctypes.util
-import json
 import secrets
 import time
 from typing import TYPE_CHECKING, Any, ClassVar
@@ -13,10 +12,9 @@ from pydantic import BaseModel, TypeAdapter
 
 from node.adapters.radiobrowser import RadioBrowser, RadioBrowserError
 from node.adapters.urlguard import UnsafeURLError
-from node.framework.bus import Message
-from node.framework.contract import TRANSPORTS, SourceCommand, split_title
 from node.framework.errors import CommandError, SubsystemUnavailableError
-from node.framework.subsystem import Owned, Subsystem
+from node.framework.subsystem import Owned
+from node.sources import Source, SourceCommand, Transport, commands_of, split_title
 from node.sources.radio import stations
 from node.sources.radio.models import (
     AddCustom,
@@ -26,7 +24,6 @@ from node.sources.radio.models import (
     MoveFavorite,
     PlayStation,
     PlayUrl,
-    RadioCommand,
     RadioConfig,
     RadioData,
     RadioState,
@@ -35,7 +32,6 @@ from node.sources.radio.models import (
     RemoveStation,
     ResetBroken,
     SearchRequest,
-    Seek,
     StationList,
     UpdateCustom,
     is_directory_id,
@@ -48,14 +44,15 @@ if TYPE_CHECKING:
     from node.adapters.mpv import MpvPlayer, PlayerSnapshot
 
 
-class Radio(Subsystem[RadioState, RadioConfig]):
+class Radio(Source[RadioState, RadioConfig]):
     name = "radio"
-    topic = "source/radio"
+    program = "mpv (libmpv, in the node's process)"
+    loopback = 3
     description = "internet radio (mpv, Radio Browser): play, favorites, custom and broken stations, search"
     State = RadioState
     Config = RadioConfig
     Data = RadioData
-    Command = TypeAdapter(RadioCommand)
+    Command = commands_of(PlayStation, PlayUrl)
     requests: ClassVar[dict[str, type[BaseModel]]] = {"search": SearchRequest}
     request_topic = "radio"
     owned: ClassVar[dict[str, Owned]] = {
@@ -64,14 +61,8 @@ class Radio(Subsystem[RadioState, RadioConfig]):
         "radio/broken": Owned(BrokenList, TypeAdapter(ResetBroken)),
         "radio/index": Owned(IndexState, TypeAdapter(RefreshIndex)),
     }
-    watches: ClassVar[tuple[str, ...]] = ("routing",)
 
     data: RadioData
-
-    # Absent state ----------------------------------------------------------------------------------
-    @classmethod
-    def absent_state(cls, reason: str) -> BaseModel | None:
-        return RadioState(state="unavailable", error=reason)
 
     # Lifecycle -------------------------------------------------------------------------------------
     async def check_environment(self) -> None:
@@ -83,7 +74,6 @@ class Radio(Subsystem[RadioState, RadioConfig]):
         self._player: MpvPlayer | None = None
         self._watcher: asyncio.Task[None] | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
-        self._routed_pcm = ""
         self._paused_at: float | None = None
         self._played = False  # the current station produced audio since it was tuned
         self.directory = RadioBrowser(
@@ -119,8 +109,8 @@ class Radio(Subsystem[RadioState, RadioConfig]):
     def _device(self) -> str:
         if self.config.audio_device:
             return self.config.audio_device
-        if self._routed_pcm:
-            return f"alsa/{self._routed_pcm}"
+        if self.pcm:
+            return f"alsa/{self.pcm}"
         return "auto"
 
     async def _ensure_player(self) -> MpvPlayer:
@@ -243,16 +233,14 @@ class Radio(Subsystem[RadioState, RadioConfig]):
         task.add_done_callback(self._tasks.discard)
 
     # Commands --------------------------------------------------------------------------------------
-    def parse_text(self, text: str) -> Any:
-        if text in TRANSPORTS:
-            return text
+    def parse_source_text(self, text: str) -> Any:
         if text.startswith(("http://", "https://")):
             return {"url": text}
         if is_station_id(text) and (text.startswith("custom-") or "-" in text):
             return {"play": text}
         return text
 
-    async def on_command(self, command: Any) -> None:
+    async def on_source_command(self, command: Any) -> None:
         if isinstance(command, PlayStation):
             await self._tune(await self._find(command.play))
         elif isinstance(command, PlayUrl):
@@ -264,15 +252,13 @@ class Radio(Subsystem[RadioState, RadioConfig]):
                     custom=True,
                 )
             )
-        elif isinstance(command, Seek):
-            raise CommandError("unsupported", "a live radio stream cannot seek")
-        else:
-            await self._transport(command)
 
-    async def _transport(self, command: str) -> None:
+    async def seek(self, position_ms: int) -> None:
+        raise CommandError("unsupported", "a live radio stream cannot seek")
+
+    async def transport(self, command: Transport) -> None:
         station, state = self.state.station, self.state.state
-        if command == "toggle":
-            command = "pause" if state in ("playing", "buffering") else "play"
+        command = self.toggled(command)
         if command == "play":
             if state == "paused" and self._player is not None and not self._paused_too_long():
                 self._paused_at = None
@@ -370,16 +356,7 @@ class Radio(Subsystem[RadioState, RadioConfig]):
         await self.publish_owned("radio/index", state)
 
     # Routing -------------------------------------------------------------------------------------------
-    async def on_topic(self, message: Message, path: str) -> None:
-        if path != "routing":
-            return
-        try:
-            pcm = json.loads(message.payload).get("pcms", {}).get("radio", "")
-        except (ValueError, AttributeError):
-            return
-        if not isinstance(pcm, str) or pcm == self._routed_pcm:
-            return
-        self._routed_pcm = pcm
+    async def move_to(self, pcm: str) -> None:
         device = self._device()
         if self._player is not None and not self.config.audio_device:
             # mpv reopens only its audio output: the stream, and the listener's place in it, go on.
