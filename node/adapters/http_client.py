@@ -79,7 +79,8 @@ class HTTPResponse:
     def json(self) -> Any:
         try:
             return json.loads(self.body)
-        except ValueError as exc:  # includes UnicodeDecodeError
+        # ValueError includes UnicodeDecodeError; deeply nested arrays exhaust the parser's recursion.
+        except (ValueError, RecursionError) as exc:
             raise HttpClientJSONError(f"{self.url}: the answer is not JSON ({exc})") from None
 
 
@@ -105,7 +106,8 @@ async def http_request(
     `connect_address` is the IP to connect to instead of resolving the URL's host again: urlguard
     validates an address and this connects to that very address (the Host header and the TLS
     certificate check still use the name). Redirects are followed only if `max_redirects` > 0, and
-    then only to the same origin unless `redirect_check` vets (and resolves) the new URL.
+    then only to the same origin unless `redirect_check` vets (and resolves) the new URL; what
+    `redirect_check` raises reaches the caller as it is.
     """
     try:
         async with asyncio.timeout(timeout):
@@ -122,7 +124,7 @@ async def http_request(
                 location = response.headers.get("location")
                 if response.status not in REDIRECT_STATUSES or not location or max_redirects == 0:
                     return response
-                target = urljoin(url, location)
+                target = _redirect_target(url, location)
                 if redirect_check is not None:
                     connect_address = await redirect_check(target)
                 elif _origin(target) != _origin(url):
@@ -135,6 +137,15 @@ async def http_request(
             raise HttpClientStatusError(response.status, f"{url}: more than {max_redirects} redirects")
     except TimeoutError:
         raise HttpClientTimeoutError(f"{method} {url}: no complete answer within {timeout:g} s") from None
+
+
+def _redirect_target(url: str, location: str) -> str:
+    try:
+        target = urljoin(url, location)
+        _origin(target)  # parses the port, which urljoin leaves unchecked
+    except ValueError:  # an unclosed IPv6 bracket, a port out of range
+        raise HttpClientResponseError(f"{url}: redirect to a malformed URL {location[:200]!r}") from None
+    return target
 
 
 def _origin(url: str) -> tuple[str, str, int | None]:
@@ -152,7 +163,10 @@ async def _exchange(
     connect_address: str | None,
     ssl_context: ssl.SSLContext | None,
 ) -> HTTPResponse:
-    parts = urlsplit(url)
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        raise HttpClientError(f"not a valid URL: {url!r}") from None
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise HttpClientError(f"not an http(s) URL: {url!r}")
     host = parts.hostname
@@ -160,8 +174,9 @@ async def _exchange(
         port = parts.port or (443 if parts.scheme == "https" else 80)
     except ValueError:
         raise HttpClientError(f"bad port in {url!r}") from None
-    context = (ssl_context or ssl.create_default_context()) if parts.scheme == "https" else None
+    request = _request_bytes(method, parts, host, port, headers=headers, body=body)
     try:
+        context = (ssl_context or ssl.create_default_context()) if parts.scheme == "https" else None
         reader, writer = await asyncio.open_connection(
             connect_address or host,
             port,
@@ -169,10 +184,11 @@ async def _exchange(
             server_hostname=host if context is not None else None,
             limit=MAX_HEADER_BYTES,
         )
-    except (OSError, ssl.SSLError) as exc:
+    # ValueError: a name IDNA cannot encode (a label over 63 characters, an empty one) never connects.
+    except (OSError, ssl.SSLError, ValueError) as exc:
         raise HttpClientConnectionError(f"cannot connect to {host}:{port}: {exc}") from None
     try:
-        writer.write(_request_bytes(method, parts, host, port, headers=headers, body=body))
+        writer.write(request)
         await writer.drain()
         return await _read_response(reader, method, url, max_bytes)
     except asyncio.IncompleteReadError:
@@ -204,7 +220,11 @@ def _request_bytes(
     for line in lines:
         if "\r" in line or "\n" in line:
             raise HttpClientError("line breaks in a request header")
-    return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1") + (body or b"")
+    try:
+        head = ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
+    except UnicodeEncodeError as exc:  # a URL with raw non-ASCII characters, not percent-encoded
+        raise HttpClientError(f"a request header cannot be sent as it is: {exc}") from None
+    return head + (body or b"")
 
 
 async def _read_line(reader: asyncio.StreamReader) -> bytes:
@@ -248,7 +268,9 @@ async def _read_response(reader: asyncio.StreamReader, method: str, url: str, ma
         try:
             length = int(headers["content-length"])
         except ValueError:
-            raise HttpClientResponseError(f"{url}: bad Content-Length") from None
+            length = -1
+        if length < 0:
+            raise HttpClientResponseError(f"{url}: bad Content-Length")
         if length > max_bytes:
             raise HttpClientTooLargeError(f"{url}: answer of {length} bytes exceeds the cap of {max_bytes}")
         body = await reader.readexactly(length)
@@ -271,7 +293,9 @@ async def _read_chunked(reader: asyncio.StreamReader, url: str, max_bytes: int) 
         try:
             size = int(size_text, 16)
         except ValueError:
-            raise HttpClientResponseError(f"{url}: bad chunk size {size_text[:20]!r}") from None
+            size = -1
+        if size < 0:
+            raise HttpClientResponseError(f"{url}: bad chunk size {size_text[:20]!r}")
         if size == 0:
             break
         total += size
