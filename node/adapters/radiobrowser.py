@@ -1,25 +1,37 @@
-"""Radio Browser directory client: a small asyncio HTTP/1.1 client, mirror selection and a tolerant model."""
+"""Radio Browser directory: mirror discovery and failover, a tolerant station model, search and clicks."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
+import functools
 import logging
 import random
 import re
 import socket
 import ssl
 import unicodedata
-import zlib
-from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Annotated, Any
-from urllib.parse import SplitResult, quote, urlencode, urljoin, urlsplit
+from typing import Annotated, Any, ParamSpec, TypeVar
+from urllib.parse import quote, urlencode, urlsplit
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
 
 from node import __version__
+from node.adapters import http_client
+from node.adapters.http_client import (
+    DEFAULT_MAX_BYTES,
+    HttpClientConnectionError,
+    HttpClientError,
+    HttpClientJSONError,
+    HttpClientResponseError,
+    HttpClientStatusError,
+    HttpClientTimeoutError,
+    HttpClientTooLargeError,
+    HTTPResponse,
+)
+from node.framework.errors import DaemonError
 
 logger = logging.getLogger(__name__)
 
@@ -49,16 +61,16 @@ USER_AGENT = f"Milo/{__version__}"
 DNS_NAME = "all.api.radio-browser.info"
 # Used when DNS gives nothing; the mirror set changes over time, so these are a last resort, not the plan.
 FALLBACK_HOSTS = ("de1.api.radio-browser.info", "nl1.api.radio-browser.info", "at1.api.radio-browser.info")
-DEFAULT_MAX_BYTES = 4 * 1024 * 1024
 # The whole station list is tens of MB; anything far beyond that is a broken or hostile server.
 LIST_MAX_BYTES = 256 * 1024 * 1024
-MAX_HEADER_BYTES = 64 * 1024
-REDIRECT_STATUSES = frozenset({301, 302, 303, 307, 308})
 _NON_ALNUM = re.compile(r"[^a-z0-9]+")
 _UUID = re.compile(r"^[0-9a-fA-F-]{8,64}$")
 
+P = ParamSpec("P")
+T = TypeVar("T")
 
-class RadioBrowserError(Exception):
+
+class RadioBrowserError(DaemonError):
     """Anything that kept a directory request from giving a usable answer."""
 
 
@@ -90,251 +102,46 @@ class RadioBrowserJSONError(RadioBrowserResponseError):
     """The body was not JSON, or not JSON of the expected shape."""
 
 
-# --------------------------------------------------------------------------------------------- HTTP
+# Most specific first: a timeout is also a connection error, too large and bad JSON are bad answers.
+_COUNTERPARTS: tuple[tuple[type[HttpClientError], type[RadioBrowserError]], ...] = (
+    (HttpClientTimeoutError, RadioBrowserTimeoutError),
+    (HttpClientConnectionError, RadioBrowserConnectionError),
+    (HttpClientTooLargeError, RadioBrowserTooLargeError),
+    (HttpClientJSONError, RadioBrowserJSONError),
+    (HttpClientResponseError, RadioBrowserResponseError),
+)
 
 
-@dataclass(frozen=True)
-class HTTPResponse:
-    """A complete, decoded answer; header names are lower-case."""
-
-    status: int
-    reason: str
-    headers: Mapping[str, str]
-    body: bytes
-    url: str
-
-    def json(self) -> Any:
-        try:
-            return json.loads(self.body)
-        except ValueError as exc:  # includes UnicodeDecodeError
-            raise RadioBrowserJSONError(f"{self.url}: the answer is not JSON ({exc})") from None
+def _converted(exc: HttpClientError) -> RadioBrowserError:
+    """The RadioBrowser* error for one of the HTTP client's, with the same message (and status)."""
+    if isinstance(exc, HttpClientStatusError):
+        return RadioBrowserHTTPError(exc.status, str(exc))
+    for theirs, ours in _COUNTERPARTS:
+        if isinstance(exc, theirs):
+            return ours(str(exc))
+    return RadioBrowserError(str(exc))
 
 
-# Given the URL a redirect points to, return the address to connect to (or raise to refuse it).
-RedirectCheck = Callable[[str], Awaitable[str | None]]
-
-
-async def http_request(
-    method: str,
-    url: str,
-    *,
-    headers: Mapping[str, str] | None = None,
-    body: bytes | None = None,
-    timeout: float = 10.0,
-    max_bytes: int = DEFAULT_MAX_BYTES,
-    connect_address: str | None = None,
-    ssl_context: ssl.SSLContext | None = None,
-    max_redirects: int = 0,
-    redirect_check: RedirectCheck | None = None,
-) -> HTTPResponse:
-    """One HTTP/1.1 request on a fresh connection, with a total timeout and a cap on the body size.
-
-    `connect_address` is the IP to connect to instead of resolving the URL's host again: urlguard
-    validates an address and this connects to that very address (the Host header and the TLS
-    certificate check still use the name). Redirects are followed only if `max_redirects` > 0, and
-    then only to the same origin unless `redirect_check` vets (and resolves) the new URL.
-    """
+@contextlib.contextmanager
+def _radio_browser_errors() -> Iterator[None]:
     try:
-        async with asyncio.timeout(timeout):
-            for _ in range(max_redirects + 1):
-                response = await _exchange(
-                    method,
-                    url=url,
-                    headers=headers or {},
-                    body=body,
-                    max_bytes=max_bytes,
-                    connect_address=connect_address,
-                    ssl_context=ssl_context,
-                )
-                location = response.headers.get("location")
-                if response.status not in REDIRECT_STATUSES or not location or max_redirects == 0:
-                    return response
-                target = urljoin(url, location)
-                if redirect_check is not None:
-                    connect_address = await redirect_check(target)
-                elif _origin(target) != _origin(url):
-                    raise RadioBrowserHTTPError(
-                        response.status, f"{url} redirects to another site ({target}); not followed"
-                    )
-                if response.status == 303 or (response.status in (301, 302) and method == "POST"):
-                    method, body = "GET", None
-                url = target
-            raise RadioBrowserHTTPError(response.status, f"{url}: more than {max_redirects} redirects")
-    except TimeoutError:
-        raise RadioBrowserTimeoutError(f"{method} {url}: no complete answer within {timeout:g} s") from None
+        yield
+    except HttpClientError as exc:
+        raise _converted(exc) from exc
 
 
-def _origin(url: str) -> tuple[str, str, int | None]:
-    parts = urlsplit(url)
-    return parts.scheme, (parts.hostname or ""), parts.port
+def _raising_radio_browser_errors(request: Callable[P, Awaitable[T]]) -> Callable[P, Awaitable[T]]:
+    @functools.wraps(request)
+    async def wrapper(*args: P.args, **kwargs: P.kwargs) -> T:
+        with _radio_browser_errors():
+            return await request(*args, **kwargs)
+
+    return wrapper
 
 
-async def _exchange(
-    method: str,
-    *,
-    url: str,
-    headers: Mapping[str, str],
-    body: bytes | None,
-    max_bytes: int,
-    connect_address: str | None,
-    ssl_context: ssl.SSLContext | None,
-) -> HTTPResponse:
-    parts = urlsplit(url)
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise RadioBrowserError(f"not an http(s) URL: {url!r}")
-    host = parts.hostname
-    try:
-        port = parts.port or (443 if parts.scheme == "https" else 80)
-    except ValueError:
-        raise RadioBrowserError(f"bad port in {url!r}") from None
-    context = (ssl_context or ssl.create_default_context()) if parts.scheme == "https" else None
-    try:
-        reader, writer = await asyncio.open_connection(
-            connect_address or host,
-            port,
-            ssl=context,
-            server_hostname=host if context is not None else None,
-            limit=MAX_HEADER_BYTES,
-        )
-    except (OSError, ssl.SSLError) as exc:
-        raise RadioBrowserConnectionError(f"cannot connect to {host}:{port}: {exc}") from None
-    try:
-        writer.write(_request_bytes(method, parts, host, port, headers=headers, body=body))
-        await writer.drain()
-        return await _read_response(reader, method, url, max_bytes)
-    except asyncio.IncompleteReadError:
-        raise RadioBrowserConnectionError(f"{url}: connection closed before the end of the answer") from None
-    except (OSError, ssl.SSLError) as exc:
-        raise RadioBrowserConnectionError(f"{url}: {exc}") from None
-    finally:
-        writer.close()
-        with contextlib.suppress(OSError, ssl.SSLError):
-            await writer.wait_closed()
-
-
-def _request_bytes(
-    method: str, parts: SplitResult, host: str, port: int, *, headers: Mapping[str, str], body: bytes | None
-) -> bytes:
-    target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
-    host_header = f"[{host}]" if ":" in host else host
-    if port != (443 if parts.scheme == "https" else 80):
-        host_header += f":{port}"
-    lines = [f"{method} {target} HTTP/1.1", f"Host: {host_header}"]
-    lowered = {k.lower() for k in headers}
-    lines += [f"{k}: {v}" for k, v in headers.items()]
-    if "accept-encoding" not in lowered:
-        lines.append("Accept-Encoding: gzip")
-    # One request per connection: simpler than keep-alive and a directory query is rare enough.
-    lines.append("Connection: close")
-    if body is not None:
-        lines.append(f"Content-Length: {len(body)}")
-    for line in lines:
-        if "\r" in line or "\n" in line:
-            raise RadioBrowserError("line breaks in a request header")
-    return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1") + (body or b"")
-
-
-async def _read_line(reader: asyncio.StreamReader) -> bytes:
-    try:
-        return await reader.readuntil(b"\n")
-    except asyncio.LimitOverrunError:
-        raise RadioBrowserResponseError("a header or chunk line is too long") from None
-
-
-async def _read_headers(reader: asyncio.StreamReader, url: str) -> dict[str, str]:
-    headers: dict[str, str] = {}
-    header_bytes = 0
-    while True:
-        line = await _read_line(reader)
-        header_bytes += len(line)
-        if header_bytes > MAX_HEADER_BYTES:
-            raise RadioBrowserResponseError(f"{url}: headers larger than {MAX_HEADER_BYTES} bytes")
-        text = line.decode("latin-1").rstrip("\r\n")
-        if not text:
-            break
-        name, sep, value = text.partition(":")
-        if not sep:
-            raise RadioBrowserResponseError(f"{url}: malformed header line {text[:80]!r}")
-        key = name.strip().lower()
-        headers[key] = f"{headers[key]}, {value.strip()}" if key in headers else value.strip()
-    return headers
-
-
-async def _read_response(reader: asyncio.StreamReader, method: str, url: str, max_bytes: int) -> HTTPResponse:
-    status_line = (await _read_line(reader)).decode("latin-1").rstrip("\r\n")
-    match = re.fullmatch(r"HTTP/1\.[01] (\d{3})(?: (.*))?", status_line)
-    if match is None:
-        raise RadioBrowserResponseError(f"{url}: not an HTTP answer ({status_line[:80]!r})")
-    status, reason = int(match.group(1)), match.group(2) or ""
-    headers = await _read_headers(reader, url)
-    if method == "HEAD" or status in (204, 304) or status < 200:
-        body = b""
-    elif "chunked" in headers.get("transfer-encoding", "").lower():
-        body = await _read_chunked(reader, url, max_bytes)
-    elif "content-length" in headers:
-        try:
-            length = int(headers["content-length"])
-        except ValueError:
-            raise RadioBrowserResponseError(f"{url}: bad Content-Length") from None
-        if length > max_bytes:
-            raise RadioBrowserTooLargeError(f"{url}: answer of {length} bytes exceeds the cap of {max_bytes}")
-        body = await reader.readexactly(length)
-    else:
-        body = await _read_to_eof(reader, url, max_bytes)
-
-    encoding = headers.get("content-encoding", "identity").strip().lower()
-    if encoding == "gzip" and body:
-        body = _gunzip(body, url, max_bytes)
-    elif encoding not in ("identity", "gzip"):
-        raise RadioBrowserResponseError(f"{url}: unsupported Content-Encoding {encoding!r}")
-    return HTTPResponse(status, reason, headers, body, url)
-
-
-async def _read_chunked(reader: asyncio.StreamReader, url: str, max_bytes: int) -> bytes:
-    parts: list[bytes] = []
-    total = 0
-    while True:
-        size_text = (await _read_line(reader)).split(b";", 1)[0].strip()
-        try:
-            size = int(size_text, 16)
-        except ValueError:
-            raise RadioBrowserResponseError(f"{url}: bad chunk size {size_text[:20]!r}") from None
-        if size == 0:
-            break
-        total += size
-        if total > max_bytes:
-            raise RadioBrowserTooLargeError(f"{url}: answer exceeds the cap of {max_bytes} bytes")
-        parts.append(await reader.readexactly(size))
-        if await reader.readexactly(2) != b"\r\n":
-            raise RadioBrowserResponseError(f"{url}: chunk not followed by CRLF")
-    while (await _read_line(reader)).strip():  # trailers, ignored
-        pass
-    return b"".join(parts)
-
-
-async def _read_to_eof(reader: asyncio.StreamReader, url: str, max_bytes: int) -> bytes:
-    parts: list[bytes] = []
-    total = 0
-    while chunk := await reader.read(65536):
-        total += len(chunk)
-        if total > max_bytes:
-            raise RadioBrowserTooLargeError(f"{url}: answer exceeds the cap of {max_bytes} bytes")
-        parts.append(chunk)
-    return b"".join(parts)
-
-
-def _gunzip(data: bytes, url: str, max_bytes: int) -> bytes:
-    # Capped decompression: a small gzip body can expand to gigabytes.
-    decoder = zlib.decompressobj(16 + zlib.MAX_WBITS)
-    try:
-        out = decoder.decompress(data, max_bytes + 1)
-    except zlib.error as exc:
-        raise RadioBrowserResponseError(f"{url}: bad gzip body ({exc})") from None
-    if len(out) > max_bytes or decoder.unconsumed_tail:
-        raise RadioBrowserTooLargeError(f"{url}: decompressed answer exceeds the cap of {max_bytes} bytes")
-    if not decoder.eof:
-        raise RadioBrowserResponseError(f"{url}: truncated gzip body")
-    return out
+# The HTTP client's request as it was when it lived here: callers that fetch with it (the radio
+# source's playlists) catch RadioBrowserError. New code imports node.adapters.http_client instead.
+http_request = _raising_radio_browser_errors(http_client.http_request)
 
 
 # --------------------------------------------------------------------------------------------- model
@@ -562,16 +369,17 @@ class RadioBrowser:
             index = (self._current + attempt) % len(servers)
             url = servers[index] + path + (f"?{query}" if query else "")
             try:
-                response = await http_request(
-                    method,
-                    url,
-                    headers=headers,
-                    body=body,
-                    timeout=timeout or self.timeout,
-                    max_bytes=max_bytes or self.max_bytes,
-                    ssl_context=self.ssl_context,
-                )
-                data = _ok(response, method).json()
+                with _radio_browser_errors():
+                    response = await http_client.http_request(
+                        method,
+                        url,
+                        headers=headers,
+                        body=body,
+                        timeout=timeout or self.timeout,
+                        max_bytes=max_bytes or self.max_bytes,
+                        ssl_context=self.ssl_context,
+                    )
+                    data = _ok(response, method).json()
             except RadioBrowserHTTPError as exc:
                 # A 4xx is about the request, and every mirror would say the same.
                 if exc.status < 500 and exc.status != 429:

@@ -9,6 +9,8 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
+from node.framework.errors import MiloError
+
 __all__ = [
     "Resolver",
     "SafeURL",
@@ -28,8 +30,11 @@ Resolver = Callable[[str, int], Awaitable[list[str]]]
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 
 
-class UnsafeURLError(ValueError):
-    """The URL may not be fetched; the message says why in words a user understands."""
+class UnsafeURLError(MiloError, ValueError):
+    """The URL may not be fetched; the message says why in words a user understands.
+
+    Also a ValueError, as it was before the node had its own hierarchy: `except ValueError` still holds.
+    """
 
 
 @dataclass(frozen=True)
@@ -70,7 +75,13 @@ def check_address(address: str | IPAddress, *, allow_private: bool = False) -> N
     for users who play streams from their own LAN; multicast, unspecified and reserved addresses are
     never a stream server.
     """
-    ip = _parse_ip(address) if isinstance(address, str) else address
+    if isinstance(address, str):
+        try:
+            ip = _parse_ip(address)
+        except ValueError:
+            raise UnsafeURLError(f"{address[:100]!r} is not an IP address") from None
+    else:
+        ip = address
     if isinstance(ip, ipaddress.IPv6Address):
         # ::ffff:127.0.0.1 reaches 127.0.0.1; judge the IPv4 address it stands for.
         mapped = ip.ipv4_mapped or ip.sixtofour
@@ -152,7 +163,7 @@ async def validate_url(url: str, *, allow_private: bool = False, resolver: Resol
 def redirect_checker(
     *, allow_private: bool = False, resolver: Resolver | None = None
 ) -> Callable[[str], Awaitable[str | None]]:
-    """A `redirect_check` for radiobrowser.http_request: every hop is validated like the first URL."""
+    """A `redirect_check` for http_client.http_request: every hop is validated like the first URL."""
 
     async def check(url: str) -> str | None:
         return (await resolve_url(url, allow_private=allow_private, resolver=resolver)).address

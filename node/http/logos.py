@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from node.framework.errors import MiloError
 from node.framework.files import write_atomic
 
 if TYPE_CHECKING:
@@ -29,7 +30,7 @@ _JPEG = b"\xff\xd8\xff"
 _GIF = (b"GIF87a", b"GIF89a")
 
 
-class LogoError(Exception):
+class LogoError(MiloError):
     """A refused upload: `code` for programs, the message for people."""
 
     def __init__(self, code: str, message: str) -> None:

@@ -6,7 +6,7 @@ import asyncio
 
 import pytest
 
-from node.adapters.radiobrowser import RadioBrowserHTTPError, http_request
+from node.adapters.http_client import HttpClientStatusError, http_request
 from node.adapters.urlguard import (
     Resolver,
     UnsafeURLError,
@@ -15,6 +15,7 @@ from node.adapters.urlguard import (
     resolve_url,
     validate_url,
 )
+from node.framework.errors import MiloError
 
 
 def fixed(mapping: dict[str, list[str]]) -> Resolver:
@@ -125,6 +126,21 @@ def test_check_address_messages() -> None:
     check_address("2001:4860:4860::8888")
 
 
+def test_refusals_are_milo_errors_and_still_value_errors() -> None:
+    assert issubclass(UnsafeURLError, MiloError)
+    with pytest.raises(ValueError, match="loopback"):  # what callers from before the hierarchy catch
+        check_address("127.0.0.1")
+
+
+async def test_what_is_not_an_address_is_refused_as_unsafe() -> None:
+    # ipaddress' own ValueError would otherwise leave the guard: a dotted name that is no IPv4 address.
+    with pytest.raises(UnsafeURLError, match="not an IP address"):
+        check_address("999.1.1.1")
+    garbage = fixed({"garbage.example": ["not-an-ip"]})
+    with pytest.raises(UnsafeURLError, match=r"garbage\.example resolves to 'not-an-ip' is not an IP"):
+        await validate_url("http://garbage.example/", resolver=garbage)
+
+
 async def test_redirects_are_checked_hop_by_hop() -> None:
     async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         await reader.readuntil(b"\r\n\r\n")
@@ -145,5 +161,5 @@ async def test_redirects_are_checked_hop_by_hop() -> None:
                 max_redirects=2,
                 redirect_check=redirect_checker(),
             )
-        with pytest.raises(RadioBrowserHTTPError):
+        with pytest.raises(HttpClientStatusError):
             await http_request("GET", url, connect_address="127.0.0.1", timeout=2.0, max_redirects=2)

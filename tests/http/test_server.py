@@ -19,10 +19,12 @@ from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosedError, ConnectionClosedOK
 from websockets.typing import Subprotocol
 
+from node.framework.errors import MiloError
 from node.http import logos
 from node.http import server as web_module
 from node.http.logos import LogoError, store_logo
 from node.http.server import WebServer, WebSocket
+from node.http.wire import HttpError
 from tests.conftest import NodeFactory
 from tests.helpers import probe
 
@@ -484,6 +486,13 @@ def test_pixel_limit_is_a_parameter(tmp_path: Path) -> None:
         store_logo(image("PNG", (100, 100)), tmp_path, max_pixels=99 * 100)
     assert refused.value.code == "too_many_pixels"
     assert store_logo(image("PNG", (100, 100)), tmp_path, max_pixels=100 * 100).width == 100
+
+
+def test_refusals_are_milo_errors() -> None:
+    assert issubclass(HttpError, MiloError)
+    assert issubclass(LogoError, MiloError)
+    with pytest.raises(MiloError, match="not a PNG"):
+        store_logo(b"plain text", Path("/nonexistent"))
 
 
 # Through a real node
