@@ -14,6 +14,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from node.framework.errors import ConfigError, validation_messages
 from node.framework.topics import default_node_id, valid_node_id
+from node.resources import data_dir
 
 logger = logging.getLogger(__name__)
 
@@ -53,7 +54,8 @@ class NodeConfig(BaseModel):
     broker: str | None = None
     only: list[str] = Field(default_factory=list)
     log_level: Literal["debug", "info", "warning", "error"] = "info"
-    web_root: Path = REPO_ROOT / "web"
+    # The packaged web/ (the checkout's own in an editable install); a user may serve another copy.
+    web_root: Path = Field(default_factory=lambda: data_dir("web"))
     # Where the router writes asound.conf: /etc/asound.conf on an installed Pi, else <data_dir>/asound.conf.
     alsa_config: Path | None = None
     mqtt: MqttOptions = Field(default_factory=MqttOptions)

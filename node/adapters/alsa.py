@@ -10,9 +10,9 @@ from typing import Literal
 
 import jinja2
 
-from node.config import REPO_ROOT
+from node.resources import data_dir
 
-ALSA_DIR = REPO_ROOT / "alsa"
+ALSA_DIR = data_dir("alsa")
 
 Mode = Literal["direct", "direct_eq", "multiroom", "multiroom_eq"]
 MODES: tuple[Mode, ...] = ("direct", "direct_eq", "multiroom", "multiroom_eq")
