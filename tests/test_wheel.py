@@ -155,11 +155,11 @@ def test_installed_wheel_serves_its_ui_and_renders_asound_conf(installed: Instal
     data = tmp_path / "data"
     milo = str(installed.venv / "bin" / "milo")
     args = [milo, "run", "--node-id", "wheel", "--data-dir", str(data), "--bind", "127.0.0.1"]
-    args += ["--mqtt-port", "0", "--http-port", "0", "--only", "info", "router"]
+    args += ["--mqtt-port", "0", "--http-port", "0", "--only", "info", "routing"]
     node = Node(args, installed.elsewhere)
     try:
         http_port = int(node.line(r"node wheel online \(mqtt port \d+, http port (\d+)").group(1))
-        node.line(r"INFO +node.app:   router +running")
+        node.line(r"INFO +node.app:   routing +running")
         assert Path(f"/proc/{node.proc.pid}/cwd").resolve() == installed.elsewhere.resolve()
 
         kind, body = _get(f"http://127.0.0.1:{http_port}/")

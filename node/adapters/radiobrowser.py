@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import functools
 import logging
 import random
 import re
@@ -52,7 +51,6 @@ __all__ = [
     "Station",
     "dedupe",
     "discover_servers",
-    "http_request",
     "normalise_name",
     "parse_stations",
 ]
@@ -128,20 +126,6 @@ def _radio_browser_errors() -> Iterator[None]:
         yield
     except HttpClientError as exc:
         raise _converted(exc) from exc
-
-
-def _raising_radio_browser_errors(request: Callable[P, Awaitable[T]]) -> Callable[P, Awaitable[T]]:
-    @functools.wraps(request)
-    async def wrapper(*args: P.args, **kwargs: P.kwargs) -> T:
-        with _radio_browser_errors():
-            return await request(*args, **kwargs)
-
-    return wrapper
-
-
-# The HTTP client's request as it was when it lived here: callers that fetch with it (the radio
-# source's playlists) catch RadioBrowserError. New code imports node.adapters.http_client instead.
-http_request = _raising_radio_browser_errors(http_client.http_request)
 
 
 # --------------------------------------------------------------------------------------------- model

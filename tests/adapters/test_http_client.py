@@ -22,6 +22,7 @@ from node.adapters.http_client import (
     HTTPResponse,
     http_request,
 )
+from node.adapters.urlguard import UnsafeURLError, redirect_checker
 from node.framework.errors import DaemonError
 
 
@@ -201,3 +202,26 @@ async def test_deeply_nested_json_is_a_json_error() -> None:
     response = HTTPResponse(200, "OK", {}, b"[" * 100_000, "http://example.test/")
     with pytest.raises(HttpClientJSONError, match="not JSON"):
         response.json()
+
+
+async def test_errors_of_a_request_and_a_redirect_check() -> None:
+    with pytest.raises(HttpClientConnectionError, match="cannot connect"):
+        await http_request("GET", f"http://127.0.0.1:{free_port()}/", timeout=2.0)
+    with pytest.raises(HttpClientError, match="not an http"):
+        await http_request("GET", "file:///etc/passwd")
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.readuntil(b"\r\n\r\n")
+        writer.write(b"HTTP/1.1 301 Moved\r\nLocation: http://127.0.0.1:1/x\r\nContent-Length: 0\r\n\r\n")
+        await writer.drain()
+        writer.close()
+
+    server = await asyncio.start_server(handle, "127.0.0.1", 0)
+    url = f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}/"
+    async with server:
+        with pytest.raises(HttpClientStatusError, match="another site") as info:
+            await http_request("GET", url, timeout=2.0, max_redirects=2)
+        assert info.value.status == 301
+        # What the redirect check raises is not the server's failure: it passes through as it is.
+        with pytest.raises(UnsafeURLError, match="loopback"):
+            await http_request("GET", url, timeout=2.0, max_redirects=2, redirect_check=redirect_checker())

@@ -25,9 +25,7 @@ from node.adapters.radiobrowser import (
     Station,
     dedupe,
     discover_servers,
-    http_request,
 )
-from node.adapters.urlguard import UnsafeURLError, redirect_checker
 from node.framework.errors import DaemonError
 
 
@@ -324,27 +322,3 @@ def test_errors_are_the_nodes_daemon_errors() -> None:
     assert issubclass(RadioBrowserTimeoutError, RadioBrowserConnectionError)
     assert issubclass(RadioBrowserTooLargeError, RadioBrowserResponseError)
     assert issubclass(RadioBrowserJSONError, RadioBrowserResponseError)
-
-
-async def test_http_request_kept_here_raises_radio_browser_errors() -> None:
-    # The radio source fetches playlists with it and catches RadioBrowserError around it.
-    with pytest.raises(RadioBrowserConnectionError, match="cannot connect"):
-        await http_request("GET", f"http://127.0.0.1:{free_port()}/", timeout=2.0)
-    with pytest.raises(RadioBrowserError, match="not an http"):
-        await http_request("GET", "file:///etc/passwd")
-
-    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        await reader.readuntil(b"\r\n\r\n")
-        writer.write(b"HTTP/1.1 301 Moved\r\nLocation: http://127.0.0.1:1/x\r\nContent-Length: 0\r\n\r\n")
-        await writer.drain()
-        writer.close()
-
-    server = await asyncio.start_server(handle, "127.0.0.1", 0)
-    url = f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}/"
-    async with server:
-        with pytest.raises(RadioBrowserHTTPError, match="another site") as info:
-            await http_request("GET", url, timeout=2.0, max_redirects=2)
-        assert info.value.status == 301
-        # What the redirect check raises is not the directory's failure: it passes through as it is.
-        with pytest.raises(UnsafeURLError, match="loopback"):
-            await http_request("GET", url, timeout=2.0, max_redirects=2, redirect_check=redirect_checker())

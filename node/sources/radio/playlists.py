@@ -5,8 +5,9 @@ from __future__ import annotations
 import re
 from urllib.parse import urlsplit
 
-from node.adapters.radiobrowser import RadioBrowserError, RadioBrowserHTTPError, http_request
+from node.adapters.http_client import http_request
 from node.adapters.urlguard import redirect_checker, resolve_url
+from node.framework.errors import DaemonError
 
 # Played through our own fetch and check; `.m3u8` is HLS, which mpv must open itself.
 PLAYLIST_EXTENSIONS = (".pls", ".m3u", ".asx", ".xspf")
@@ -30,12 +31,17 @@ def playlist_entries(text: str) -> list[str]:
     return found
 
 
+class PlaylistError(DaemonError):
+    """A station's playlist answered, but with nothing mpv could play."""
+
+
 async def stream_of(url: str, *, allow_private: bool, user_agent: str, timeout: float) -> str:
     """The URL to hand to mpv: the station's, or the first entry of its playlist, each one checked.
 
     mpv would expand a playlist itself and open its entries unchecked; those URLs come from the
     station's server, not from the user or the directory, so they get the same SSRF check here.
-    Raises UnsafeURLError for a refused address, RadioBrowserError for a playlist that cannot be used.
+    Raises UnsafeURLError for a refused address; HttpClientError or PlaylistError for a playlist
+    that cannot be used.
     """
     safe = await resolve_url(url, allow_private=allow_private)
     if not urlsplit(url).path.lower().endswith(PLAYLIST_EXTENSIONS):
@@ -51,10 +57,10 @@ async def stream_of(url: str, *, allow_private: bool, user_agent: str, timeout: 
         redirect_check=redirect_checker(allow_private=allow_private),
     )
     if not 200 <= response.status < 300:
-        raise RadioBrowserHTTPError(response.status, f"HTTP {response.status} {response.reason}")
+        raise PlaylistError(f"HTTP {response.status} {response.reason}")
     entries = playlist_entries(response.body.decode("utf-8", errors="replace"))
     if not entries:
-        raise RadioBrowserError("no stream URL in it")
+        raise PlaylistError("no stream URL in it")
     entry = entries[0]
     await resolve_url(entry, allow_private=allow_private)
     return entry

@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 from pydantic import BaseModel, TypeAdapter
 
+from node.adapters.http_client import HttpClientError
 from node.adapters.radiobrowser import RadioBrowser, RadioBrowserError
 from node.adapters.urlguard import UnsafeURLError
 from node.framework.errors import CommandError, SubsystemUnavailableError
@@ -37,7 +38,7 @@ from node.sources.radio.models import (
     is_directory_id,
     is_station_id,
 )
-from node.sources.radio.playlists import stream_of
+from node.sources.radio.playlists import PlaylistError, stream_of
 from node.sources.radio.search import StationSearch
 
 if TYPE_CHECKING:
@@ -197,7 +198,7 @@ class Radio(Source[RadioState, RadioConfig]):
             )
         except UnsafeURLError as exc:
             raise CommandError("unsafe_url", f"{station.name}: {exc}") from None
-        except RadioBrowserError as exc:
+        except (HttpClientError, PlaylistError) as exc:
             stations.mark_broken(self.data, station, f"playlist: {exc}")
             await self._save_lists()
             raise CommandError("station_failed", f"{station.name}: its playlist: {exc}") from None
