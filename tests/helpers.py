@@ -6,13 +6,17 @@ import asyncio
 import contextlib
 import json
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 import aiomqtt
 
+from node.framework.payloads import echo
+
 TIMEOUT = 5.0
+
+Payload = TypeVar("Payload", bound=str | bytes)
 
 
 @dataclass
@@ -119,3 +123,25 @@ async def probe(port: int, *, transport: str = "tcp", **kw: Any) -> AsyncIterato
             p._task.cancel()
             with contextlib.suppress(asyncio.CancelledError, aiomqtt.MqttError):
                 await p._task
+
+
+async def expect_errors(
+    p: Probe, base: str, topic: str, cases: Mapping[Payload, str]
+) -> list[dict[str, Any]]:
+    """Publish each payload on `topic`; the next `<base>/error` must carry its code, the topic and payload.
+
+    Returns the error payloads in the order of `cases`, for the checks a caller adds.
+    """
+    errors = []
+    for payload, code in cases.items():
+        mark = p.mark()
+        await p.publish(topic, payload)
+        err: dict[str, Any] = (await p.wait_for(f"{base}/error", after=mark)).json()
+        assert err["code"] == code, (payload, err)
+        assert set(err) == {"topic", "payload", "error", "code"}, err
+        assert err["topic"] == topic, (payload, err)
+        raw = payload.encode() if isinstance(payload, str) else payload
+        assert err["payload"] == echo(raw), (payload, err)
+        assert err["error"], err
+        errors.append(err)
+    return errors
