@@ -126,7 +126,7 @@ async def probe(port: int, *, transport: str = "tcp", **kw: Any) -> AsyncIterato
 
 
 async def expect_errors(
-    p: Probe, base: str, topic: str, cases: Mapping[Payload, str]
+    p: Probe, base: str, topic: str, cases: Mapping[Payload, str], *, retain: bool = False
 ) -> list[dict[str, Any]]:
     """Publish each payload on `topic`; the next `<base>/error` must carry its code, the topic and payload.
 
@@ -135,7 +135,7 @@ async def expect_errors(
     errors = []
     for payload, code in cases.items():
         mark = p.mark()
-        await p.publish(topic, payload)
+        await p.publish(topic, payload, retain=retain)
         err: dict[str, Any] = (await p.wait_for(f"{base}/error", after=mark)).json()
         assert err["code"] == code, (payload, err)
         assert set(err) == {"topic", "payload", "error", "code"}, err
