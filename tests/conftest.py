@@ -1,4 +1,4 @@
-"""Fixtures: a real mosquitto, nodes in-process on the embedded broker or on mosquitto, unique node ids."""
+"""Fixtures: a real mosquitto, nodes in-process on either broker, unique node ids, PulseAudio, ICY radio."""
 
 from __future__ import annotations
 
@@ -14,6 +14,7 @@ from typing import Any
 
 import pytest
 
+from harness.icy_server import IcyServer, make_mp3
 from harness.net import free_port
 from harness.pulse import Pulse, running_pulse
 from node.app import Node
@@ -147,3 +148,17 @@ def pulse_fixture(pulse_server: Pulse, monkeypatch: pytest.MonkeyPatch) -> Pulse
     monkeypatch.setenv("PULSE_SERVER", pulse_server.server)
     pulse_server.set(65536, muted=False)
     return pulse_server
+
+
+@pytest.fixture(scope="session")
+def icy_mp3(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The tone MP3 an `icy` server loops, encoded once per session (lame takes a while)."""
+    return make_mp3(tmp_path_factory.mktemp("icy"))
+
+
+@pytest.fixture
+async def icy(icy_mp3: Path) -> AsyncIterator[IcyServer]:
+    """A local paced ICY radio server on 127.0.0.1, fresh for each test (its counters start at 0)."""
+    srv = await IcyServer(icy_mp3).start()
+    yield srv
+    await srv.close()

@@ -5,14 +5,22 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import socket
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 import aiomqtt
 
+from node.framework.payloads import echo
+
 TIMEOUT = 5.0
+# Nagle off, as `set_tcp_nodelay` on the test mosquitto: a small publish otherwise waits for the
+# broker's delayed ACK of the previous packet, ~40 ms a round trip.
+NODELAY = (socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+
+Payload = TypeVar("Payload", bound=str | bytes)
 
 
 @dataclass
@@ -106,9 +114,9 @@ class Probe:
 
 @contextlib.asynccontextmanager
 async def probe(port: int, *, transport: str = "tcp", **kw: Any) -> AsyncIterator[Probe]:
-    extra: dict[str, Any] = {}
+    extra: dict[str, Any] = {"socket_options": [NODELAY]}
     if transport == "websockets":
-        extra = {"transport": "websockets", "websocket_path": "/mqtt"}
+        extra.update(transport="websockets", websocket_path="/mqtt")
     client = aiomqtt.Client("127.0.0.1", port, identifier=f"probe-{uuid.uuid4().hex[:8]}", **extra, **kw)
     async with client:
         p = Probe(client)
@@ -119,3 +127,25 @@ async def probe(port: int, *, transport: str = "tcp", **kw: Any) -> AsyncIterato
             p._task.cancel()
             with contextlib.suppress(asyncio.CancelledError, aiomqtt.MqttError):
                 await p._task
+
+
+async def expect_errors(
+    p: Probe, base: str, topic: str, cases: Mapping[Payload, str], *, retain: bool = False
+) -> list[dict[str, Any]]:
+    """Publish each payload on `topic`; the next `<base>/error` must carry its code, the topic and payload.
+
+    Returns the error payloads in the order of `cases`, for the checks a caller adds.
+    """
+    errors = []
+    for payload, code in cases.items():
+        mark = p.mark()
+        await p.publish(topic, payload, retain=retain)
+        err: dict[str, Any] = (await p.wait_for(f"{base}/error", after=mark)).json()
+        assert err["code"] == code, (payload, err)
+        assert set(err) == {"topic", "payload", "error", "code"}, err
+        assert err["topic"] == topic, (payload, err)
+        raw = payload.encode() if isinstance(payload, str) else payload
+        assert err["payload"] == echo(raw), (payload, err)
+        assert err["error"], err
+        errors.append(err)
+    return errors

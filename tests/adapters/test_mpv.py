@@ -11,7 +11,7 @@ import pytest
 
 from harness.alsa_sinks import sink_config, sinks_dir
 from harness.audio import peak_hz, read_wav
-from harness.icy_server import BITRATE, MISSING, PAGE, TONE_HZ, IcyServer, make_mp3
+from harness.icy_server import BITRATE, MISSING, PAGE, TONE_HZ, IcyServer
 from node.adapters import alsa
 from node.adapters.mpv import MpvPlayer, PlayerOptions, PlayerSnapshot, alsa_device
 
@@ -33,16 +33,10 @@ def state(name: str) -> Callable[[PlayerSnapshot], bool]:
     return lambda s: s.state == name
 
 
-@pytest.fixture(scope="session")
-def mp3(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return make_mp3(tmp_path_factory.mktemp("icy"))
-
-
 @pytest.fixture
-async def server(mp3: Path) -> AsyncIterator[IcyServer]:
-    srv = await IcyServer(mp3).start()
-    yield srv
-    await srv.close()
+def server(icy: IcyServer) -> IcyServer:
+    """The shared `icy` fixture under the name these tests use."""
+    return icy
 
 
 @pytest.fixture

@@ -6,7 +6,7 @@ import json
 
 from node.framework.store import Store
 from tests.conftest import NodeFactory
-from tests.helpers import probe
+from tests.helpers import expect_errors, probe
 
 
 async def test_status_and_whole_retained_states(run_node: NodeFactory, broker_kind: str) -> None:
@@ -60,14 +60,7 @@ async def test_bad_commands_get_an_error_and_change_nothing(run_node: NodeFactor
             b"\xff\xfe": "invalid_encoding",
             "fail": "internal_error",
         }
-        for payload, code in cases.items():
-            mark = p.mark()
-            await p.publish(f"{state}/set", payload)
-            err = (await p.wait_for(f"{r.base}/error", after=mark)).json()
-            assert err["code"] == code, (payload, err)
-            assert err["topic"] == f"{state}/set"
-            assert set(err) == {"topic", "payload", "error", "code"}
-            assert err["error"]
+        await expect_errors(p, r.base, f"{state}/set", cases)
         # Still 12, and still answering.
         mark = p.mark()
         await p.publish(f"{state}/get", "")

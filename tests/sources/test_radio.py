@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 from harness.alsa_sinks import sink_config, sinks_dir
-from harness.icy_server import BITRATE, MISSING, IcyServer, make_mp3
+from harness.icy_server import BITRATE, MISSING, IcyServer
 from harness.radio_browser import FakeRadioBrowser, station
 from node.sources.radio import Radio, playlist_entries
 from node.subsystems.info import Info
@@ -44,18 +44,6 @@ def fast(**extra: Any) -> dict[str, Any]:
         "index_first_delay_s": 3600,
         **extra,
     }
-
-
-@pytest.fixture(scope="session")
-def mp3(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return make_mp3(tmp_path_factory.mktemp("icy"))
-
-
-@pytest.fixture
-async def icy(mp3: Path) -> AsyncIterator[IcyServer]:
-    srv = await IcyServer(mp3).start()
-    yield srv
-    await srv.close()
 
 
 def directory_stations(icy: IcyServer) -> list[dict[str, Any]]:

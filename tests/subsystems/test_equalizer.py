@@ -13,7 +13,7 @@ from node.subsystems.equalizer import Equalizer, raw_of
 from node.subsystems.info import Info
 from node.subsystems.routing import Router
 from tests.conftest import NodeFactory
-from tests.helpers import Got, probe
+from tests.helpers import Got, expect_errors, probe
 
 SUBSYSTEMS = (Info, Router, Equalizer)
 
@@ -141,11 +141,7 @@ async def test_bad_commands_change_nothing(run_node: NodeFactory, tmp_path: Path
             '{"band": "1k"}': "invalid_payload",
             '{"bands": {}}': "invalid_payload",
         }
-        for payload, code in cases.items():
-            mark = p.mark()
-            await p.publish(f"{eq}/set", payload)
-            err = (await p.wait_for(f"{r.base}/error", after=mark)).json()
-            assert err["code"] == code, (payload, err)
+        await expect_errors(p, r.base, f"{eq}/set", cases)
         mark = p.mark()
         await p.publish(f"{eq}/get", "")
         assert (await p.wait_for(eq, after=mark)).json() == before

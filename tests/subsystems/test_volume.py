@@ -20,7 +20,7 @@ from node.framework.store import Store, StoredFile
 from node.subsystems.info import Info
 from node.subsystems.volume import Volume
 from tests.conftest import NodeFactory, Running
-from tests.helpers import Got, Probe, probe
+from tests.helpers import Got, Probe, expect_errors, probe
 
 PULSE = {"device": "pulse", "control": "Master"}
 FULL = 65536  # the pulse plug-in's raw range is 0..65536 (PA_VOLUME_NORM)
@@ -155,12 +155,7 @@ async def test_bad_commands_get_an_error_and_change_nothing(run_node: NodeFactor
             "90": "over_limit",
             '{"percent": 81}': "over_limit",
         }
-        for payload, code in cases.items():
-            before = p.mark()
-            await p.publish(f"{topic}/set", payload)
-            err = (await p.wait_for(f"{r.base}/error", after=before)).json()
-            assert (err["code"], err["topic"], err["payload"]) == (code, f"{topic}/set", payload)
-            assert err["error"]
+        await expect_errors(p, r.base, f"{topic}/set", cases)
         await p.quiet(topic, after=mark, probe_topic=f"{r.base}/test/flush")
         assert pulse.raw() == [raw_of(30)] * 2
 
