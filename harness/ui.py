@@ -21,7 +21,7 @@ from node.sources.radio import Radio
 from node.subsystems.equalizer import Equalizer
 from node.subsystems.info import Info
 from node.subsystems.player import Player
-from node.subsystems.routing import Router
+from node.subsystems.routing import Routing
 from node.subsystems.ui import Ui
 from node.subsystems.volume import Volume
 
@@ -86,7 +86,7 @@ async def ui_node(
     """A node on the embedded broker with a free HTTP port serving web/; `volume` needs PULSE_SERVER set."""
     out = data_dir / "sinks"
     out.mkdir(parents=True, exist_ok=True)
-    subsystems: list[type[Subsystem[Any, Any]]] = [Info, Router, Equalizer, Radio, Player, Ui]
+    subsystems: list[type[Subsystem[Any, Any]]] = [Info, Routing, Equalizer, Radio, Player, Ui]
     merged: dict[str, dict[str, Any]] = {
         "routing": sink_config(out),
         "radio": {

@@ -12,7 +12,7 @@ from node.sources.radio import Radio
 from node.subsystems.equalizer import Equalizer
 from node.subsystems.info import Info
 from node.subsystems.player import Player
-from node.subsystems.routing import Router
+from node.subsystems.routing import Routing
 from node.subsystems.ui import Ui
 from node.subsystems.volume import Volume
 
@@ -22,7 +22,7 @@ SOURCES: tuple[type[Source[Any, Any]], ...] = (Radio,)
 
 # Start order: the router writes asound.conf before the others open ALSA devices; the sources start
 # before the player, which aggregates them.
-ALL: tuple[type[Subsystem[Any, Any]], ...] = (Info, Router, Equalizer, Volume, *SOURCES, Player, Ui)
+ALL: tuple[type[Subsystem[Any, Any]], ...] = (Info, Routing, Equalizer, Volume, *SOURCES, Player, Ui)
 
 
 def names() -> list[str]:

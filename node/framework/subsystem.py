@@ -245,12 +245,14 @@ class Subsystem(Generic[StateT, ConfigT]):
 
     async def publish_state(self, *, force: bool = False) -> None:
         """Publish the state if it changed; `force` also re-sends every owned topic (after a reconnect)."""
-        data = self.state.model_dump_json().encode()
         if not self._live:
             return
         if force:
             for path, owned in list(self._owned_published.items()):
                 await self.ctx.bus.publish(self.ctx.topics.of(path), owned, retain=True)
+        # Read after those awaits: a change made meanwhile (a watched topic) must not be overtaken
+        # by the state as it was before it.
+        data = self.state.model_dump_json().encode()
         if data == self._published and not force:
             return
         self._published = data

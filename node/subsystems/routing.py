@@ -32,7 +32,7 @@ class RoutingState(BaseModel):
     generation: int = Field(default=0, description="bumped on every change of plan")
 
 
-class RouterConfig(SubsystemConfig):
+class RoutingConfig(SubsystemConfig):
     """`[router]`: the DAC and the Loopback that asound.conf is rendered for."""
 
     card: str = Field(
@@ -78,12 +78,12 @@ class RoutingCommand(BaseModel):
         return self
 
 
-class Router(Subsystem[RoutingState, RouterConfig]):
+class Routing(Subsystem[RoutingState, RoutingConfig]):
     name = "routing"
     formerly = ("router",)
     description = "renders asound.conf and tells each source which ALSA PCM to play into"
     State = RoutingState
-    Config = RouterConfig
+    Config = RoutingConfig
     Data = RoutingData
     Command = TypeAdapter(RoutingCommand)
 
@@ -167,5 +167,5 @@ class Router(Subsystem[RoutingState, RouterConfig]):
         equalizer = self.state.equalizer if command.equalizer is None else command.equalizer
         await self._apply(multiroom, equalizer)
 
-    async def on_config(self, old: RouterConfig, new: RouterConfig) -> bool:
+    async def on_config(self, old: RoutingConfig, new: RoutingConfig) -> bool:
         return False  # a new card or source list: set up again (renders and republishes)

@@ -17,7 +17,7 @@ from node import registry
 from node.framework.store import Store
 from node.framework.subsystem import Status, Subsystem
 from node.subsystems.info import Info
-from node.subsystems.routing import Router
+from node.subsystems.routing import Routing
 from tests.conftest import NodeFactory, Running
 from tests.fakes.unplugged import Unplugged
 from tests.helpers import Got, Probe, expect_errors, probe
@@ -37,7 +37,7 @@ SETTLED = frozenset({"running", "unavailable", "crashed", "config_error"})
 def environment(tmp_path: Path) -> dict[str, dict[str, Any]]:
     """Config sections that let every registered subsystem run here, whichever of them a node starts."""
     return {
-        "router": sink_config(sinks_dir(tmp_path)),  # ALSA file sinks: no card needed
+        "routing": sink_config(sinks_dir(tmp_path)),  # ALSA file sinks: no card needed
         # The `pulse` fixture's mixer, never a card of the machine the tests run on.
         "volume": {"device": "pulse", "control": "Master"},
         # Nothing leaves the machine: a directory that refuses connections, no index download.
@@ -47,7 +47,7 @@ def environment(tmp_path: Path) -> dict[str, dict[str, Any]]:
 
 def started_with(cls: type[Subsystem[Any, Any]]) -> tuple[type[Subsystem[Any, Any]], ...]:
     """Info (to read statuses), the router (which some subsystems watch) and `cls`, in start order."""
-    wanted = (Info, Router, cls)
+    wanted = (Info, Routing, cls)
     known = tuple(c for c in registry.ALL if c in wanted)
     return known if cls in known else (*known, cls)
 

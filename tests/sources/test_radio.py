@@ -16,7 +16,7 @@ from harness.icy_server import BITRATE, MISSING, IcyServer
 from harness.radio_browser import FakeRadioBrowser, station
 from node.sources.radio import Radio, playlist_entries
 from node.subsystems.info import Info
-from node.subsystems.routing import Router
+from node.subsystems.routing import Routing
 from tests.adapters.test_mpv import refused_url
 from tests.conftest import NodeFactory, Running
 from tests.helpers import Got, Probe, probe
@@ -338,7 +338,7 @@ async def test_the_radio_follows_routing_without_reconnecting(
 ) -> None:
     out = sinks_dir(tmp_path)
     sections = {"routing": sink_config(out), "radio": fast(ao="", audio_device="")}
-    async with run_node(subsystems=(Info, Router, Radio), sections=sections) as r, probe(r.port) as p:
+    async with run_node(subsystems=(Info, Routing, Radio), sections=sections) as r, probe(r.port) as p:
         base = r.base
         await p.subscribe(f"{base}/source/radio", f"{base}/routing", f"{base}/error")
         await p.wait_for(f"{base}/source/radio", lambda g: g.json()["device"] == "alsa/milo_radio_direct")

@@ -11,11 +11,11 @@ from harness.alsa_sinks import play, sink_config, sinks_dir
 from harness.audio import level_dbfs, read_wav, tone, write_wav
 from node.subsystems.equalizer import Equalizer, raw_of
 from node.subsystems.info import Info
-from node.subsystems.routing import Router
+from node.subsystems.routing import Routing
 from tests.conftest import NodeFactory
 from tests.helpers import Got, expect_errors, probe
 
-SUBSYSTEMS = (Info, Router, Equalizer)
+SUBSYSTEMS = (Info, Routing, Equalizer)
 
 
 def control(conf: Path, label: str) -> int:

@@ -15,7 +15,7 @@ from harness.alsa_sinks import pcms_listed, play, sink_config, sinks_dir
 from harness.audio import level_dbfs, peak_hz, read_wav, tone, write_wav
 from node import registry
 from node.subsystems.info import Info
-from node.subsystems.routing import Router
+from node.subsystems.routing import Routing
 from tests.conftest import NodeFactory
 from tests.helpers import Got, probe
 
@@ -34,7 +34,7 @@ def routing(pred: Callable[[dict[str, Any]], bool]) -> Callable[[Got], bool]:
 async def test_start_writes_config_and_publishes_routing(run_node: NodeFactory, tmp_path: Path) -> None:
     out = sinks_dir(tmp_path)
     async with (
-        run_node(subsystems=(Info, Router), sections={"routing": sink_config(out)}) as r,
+        run_node(subsystems=(Info, Routing), sections={"routing": sink_config(out)}) as r,
         probe(r.port) as p,
     ):
         await p.subscribe(f"{r.base}/routing")
@@ -57,7 +57,7 @@ async def test_toggles_move_the_chain_without_changing_pcm_definitions(
 ) -> None:
     out = sinks_dir(tmp_path)
     async with (
-        run_node(subsystems=(Info, Router), sections={"routing": sink_config(out)}) as r,
+        run_node(subsystems=(Info, Routing), sections={"routing": sink_config(out)}) as r,
         probe(r.port) as p,
     ):
         topic = f"{r.base}/routing"
@@ -89,7 +89,7 @@ async def test_hundred_toggles_leave_a_valid_config_and_consistent_state(
     out = sinks_dir(tmp_path)
     rng = random.Random(7)
     async with (
-        run_node(subsystems=(Info, Router), sections={"routing": sink_config(out)}) as r,
+        run_node(subsystems=(Info, Routing), sections={"routing": sink_config(out)}) as r,
         probe(r.port) as p,
     ):
         topic = f"{r.base}/routing"
@@ -123,7 +123,7 @@ async def test_hundred_toggles_leave_a_valid_config_and_consistent_state(
 async def test_bad_routing_commands_change_nothing(run_node: NodeFactory, tmp_path: Path) -> None:
     out = sinks_dir(tmp_path)
     async with (
-        run_node(subsystems=(Info, Router), sections={"routing": sink_config(out)}) as r,
+        run_node(subsystems=(Info, Routing), sections={"routing": sink_config(out)}) as r,
         probe(r.port) as p,
     ):
         topic = f"{r.base}/routing"
@@ -143,11 +143,17 @@ async def test_flags_survive_a_restart(run_node: NodeFactory, tmp_path: Path) ->
     out = sinks_dir(tmp_path)
     data = tmp_path / "data"
     sections = {"routing": sink_config(out)}
-    async with run_node(subsystems=(Info, Router), sections=sections, data_dir=data) as r, probe(r.port) as p:
+    async with (
+        run_node(subsystems=(Info, Routing), sections=sections, data_dir=data) as r,
+        probe(r.port) as p,
+    ):
         await p.subscribe(f"{r.base}/routing")
         await p.publish(f"{r.base}/routing/set", {"equalizer": True, "multiroom": True})
         await p.wait_for(f"{r.base}/routing", routing(lambda s: s["mode"] == "multiroom_eq"))
-    async with run_node(subsystems=(Info, Router), sections=sections, data_dir=data) as r, probe(r.port) as p:
+    async with (
+        run_node(subsystems=(Info, Routing), sections=sections, data_dir=data) as r,
+        probe(r.port) as p,
+    ):
         await p.subscribe(f"{r.base}/routing")
         state = (await p.wait_for(f"{r.base}/routing")).json()
         assert state["mode"] == "multiroom_eq"
