@@ -210,18 +210,13 @@ async def test_errors_of_a_request_and_a_redirect_check() -> None:
     with pytest.raises(HttpClientError, match="not an http"):
         await http_request("GET", "file:///etc/passwd")
 
-    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        await reader.readuntil(b"\r\n\r\n")
-        writer.write(b"HTTP/1.1 301 Moved\r\nLocation: http://127.0.0.1:1/x\r\nContent-Length: 0\r\n\r\n")
-        await writer.drain()
-        writer.close()
-
-    server = await asyncio.start_server(handle, "127.0.0.1", 0)
-    url = f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}/"
-    async with server:
+    moved = b"HTTP/1.1 301 Moved\r\nLocation: http://127.0.0.1:1/x\r\nContent-Length: 0\r\n\r\n"
+    async with answering(moved) as base:
         with pytest.raises(HttpClientStatusError, match="another site") as info:
-            await http_request("GET", url, timeout=2.0, max_redirects=2)
+            await http_request("GET", base + "/", timeout=2.0, max_redirects=2)
         assert info.value.status == 301
         # What the redirect check raises is not the server's failure: it passes through as it is.
         with pytest.raises(UnsafeURLError, match="loopback"):
-            await http_request("GET", url, timeout=2.0, max_redirects=2, redirect_check=redirect_checker())
+            await http_request(
+                "GET", base + "/", timeout=2.0, max_redirects=2, redirect_check=redirect_checker()
+            )
