@@ -1,0 +1,50 @@
+"""systemd unit files rendered from systemd/*.j2 (jinja2, every variable required)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import jinja2
+
+from node.resources import data_dir
+
+SUFFIX = ".j2"
+
+
+def templates() -> list[str]:
+    """The unit names there is a template for, e.g. `milo.service`."""
+    return sorted(p.name.removesuffix(SUFFIX) for p in data_dir("systemd").glob(f"*{SUFFIX}"))
+
+
+def render_unit(unit: str, context: Mapping[str, Any]) -> str:
+    """The text of `unit` (a name from `templates()`) for `context`; a missing variable is an error."""
+    env = jinja2.Environment(
+        loader=jinja2.FileSystemLoader(data_dir("systemd")),
+        undefined=jinja2.StrictUndefined,
+        keep_trailing_newline=True,
+        trim_blocks=True,
+        lstrip_blocks=True,
+        autoescape=False,  # noqa: S701 - unit files, not HTML
+    )
+    return env.get_template(unit + SUFFIX).render(**context)
+
+
+def base_context(
+    *,
+    milo: str = "/usr/bin/milo",
+    user: str = "milo",
+    data_dir: str = "/var/lib/milo",
+    config: str = "/etc/milo/milo.toml",
+    gpio: bool = True,
+) -> dict[str, Any]:
+    """What every template may use: who runs it, where its files are. Daemons' templates add their own."""
+    groups = ["audio", *(["gpio"] if gpio else [])]
+    return {
+        "milo": milo,
+        "user": user,
+        "groups": groups,
+        "data_dir": data_dir,
+        "config": config,
+        "gpio": gpio,
+    }
