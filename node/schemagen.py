@@ -51,7 +51,11 @@ def generate(classes: Sequence[type[Subsystem[Any, Any]]] = registry.ALL) -> dic
     for cls in classes:
         topic = cls.state_topic()
         slug = _slug(topic)
-        add(f"{slug}.state.json", cls.State, f"{topic} state", (topic, "state", "yes"))
+        state: type[BaseModel] | TypeAdapter[Any] = cls.State
+        if cls.absent_model is not None:
+            # What the topic holds while the subsystem does not run: {"status", "reason"}.
+            state = TypeAdapter(cls.State | cls.absent_model)  # type: ignore[arg-type]
+        add(f"{slug}.state.json", state, f"{topic} state", (topic, "state", "yes"))
         if cls.Command is not None:
             add(f"{slug}.command.json", cls.Command, f"{topic} command", (f"{topic}/set", "command", "no"))
         add(f"{slug}.config.json", cls.Config, f"{topic} config", (f"{topic}/config", "state", "yes"))

@@ -14,6 +14,7 @@ from node.framework.errors import MiloError
 __all__ = [
     "Resolver",
     "SafeURL",
+    "UnresolvableHostError",
     "UnsafeURLError",
     "check_address",
     "redirect_checker",
@@ -35,6 +36,11 @@ class UnsafeURLError(MiloError, ValueError):
 
     Also a ValueError, as it was before the node had its own hierarchy: `except ValueError` still holds.
     """
+
+
+class UnresolvableHostError(UnsafeURLError):
+    """The host has no address (or resolving it failed or took too long): not unsafe, just unknown."""
+
 
 
 @dataclass(frozen=True)
@@ -141,12 +147,12 @@ async def resolve_url(
         async with asyncio.timeout(timeout):
             found = await (resolver or _system_resolver)(host, port)
     except TimeoutError:  # before OSError, of which it is a subclass
-        raise UnsafeURLError(f"resolving the host {host!r} took longer than {timeout:g} s") from None
+        raise UnresolvableHostError(f"resolving the host {host!r} took longer than {timeout:g} s") from None
     except (OSError, UnicodeError):
-        raise UnsafeURLError(f"the host {host!r} cannot be resolved") from None
+        raise UnresolvableHostError(f"the host {host!r} cannot be resolved") from None
     addresses = tuple(dict.fromkeys(found))
     if not addresses:
-        raise UnsafeURLError(f"the host {host!r} has no address")
+        raise UnresolvableHostError(f"the host {host!r} has no address")
     for address in addresses:
         try:
             check_address(address, allow_private=allow_private)

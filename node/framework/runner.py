@@ -162,6 +162,8 @@ class Runner:
         if self.config is not None:
             await self._publish_config()
             self._apply_enabled()
+        else:
+            await self._publish_absent(Status.CONFIG_ERROR, self.detail)
 
     def _apply_enabled(self) -> None:
         assert self.config is not None
@@ -169,7 +171,7 @@ class Runner:
             self._task = asyncio.create_task(self._supervise(), name=f"{self.name}-run")
         elif not self.config.enabled:
             self._set_status(Status.DISABLED)
-            self._absent("disabled")
+            self._absent(Status.DISABLED, "disabled")
 
     async def republish(self) -> None:
         """After a reconnection to a broker that may have lost its retained store."""
@@ -223,7 +225,7 @@ class Runner:
                     await instance.check_environment()
                 except SubsystemUnavailableError as exc:
                     self._set_status(Status.UNAVAILABLE, str(exc))
-                    await self._publish_absent(str(exc))
+                    await self._publish_absent(Status.UNAVAILABLE, str(exc))
                     # Programs get installed and devices plugged in: look again, less and less often.
                     await asyncio.sleep(self.backoff.next(0.0))
                     continue
@@ -252,7 +254,7 @@ class Runner:
                 self.log.exception("%s crashed", self.name)
                 delay = self.backoff.next(time.monotonic() - started)
                 self._set_status(Status.CRASHED, f"{type(exc).__name__}: {exc}; restart in {delay:.1f} s")
-                await self._publish_absent(f"crashed: {exc}")
+                await self._publish_absent(Status.CRASHED, f"crashed: {exc}")
                 await self.report(self.t_state, b"", "crashed", f"{self.name} crashed: {exc}")
                 await asyncio.sleep(delay)  # restart backoff
             finally:
@@ -263,16 +265,14 @@ class Runner:
                 with contextlib.suppress(Exception):
                     await instance.teardown()
 
-    async def _publish_absent(self, reason: str) -> None:
-        state = self.cls.absent_state(reason)
-        if state is not None:
-            await self.bus.publish(self.t_state, state.model_dump_json().encode(), retain=True)
+    async def _publish_absent(self, status: Status, reason: str) -> None:
+        state = self.cls.absent_state(status.value, reason[:2000])
+        await self.bus.publish(self.t_state, state.model_dump_json().encode(), retain=True)
 
-    def _absent(self, reason: str) -> None:
-        if self.cls.absent_state(reason) is not None:
-            task = asyncio.create_task(self._publish_absent(reason))
-            self._side_tasks.add(task)
-            task.add_done_callback(self._side_tasks.discard)
+    def _absent(self, status: Status, reason: str) -> None:
+        task = asyncio.create_task(self._publish_absent(status, reason))
+        self._side_tasks.add(task)
+        task.add_done_callback(self._side_tasks.discard)
 
     # Messages ------------------------------------------------------------------------------------
     def _enqueue(self, message: Message) -> None:
@@ -347,7 +347,11 @@ class Runner:
             command = self.cls.Command.validate_python(value)
         except ValidationError as exc:
             raise CommandError("invalid_payload", format_validation(exc)) from exc
+        sends = instance.state_sends
         await instance.on_command(command)
+        if instance.state_sends == sends:
+            # Accepted but nothing changed (or not yet): the echo is the acknowledgement.
+            await instance.acknowledge()
 
     async def _owned_command(self, path: str, payload: bytes) -> None:
         adapter = self.cls.owned[path].command
@@ -361,17 +365,29 @@ class Runner:
             command = adapter.validate_python(value)
         except ValidationError as exc:
             raise CommandError("invalid_payload", format_validation(exc)) from exc
+        sends = instance.owned_sends.get(path, 0)
         await instance.on_owned_command(path, command)
+        if instance.owned_sends.get(path, 0) == sends:
+            await instance.echo_owned(path)
 
     async def _get(self, payload: bytes) -> None:
-        instance = self._running()
-        await instance.on_get()
-        await instance.publish_state(force=True)
+        request: Request | None = None
         if payload.strip():
             with contextlib.suppress(CommandError, ValidationError):
                 request = Request.model_validate(decode_object(payload))
-                reply = Reply(id=request.id, ok=True, result=instance.state.model_dump(mode="json"))
+        try:
+            instance = self._running()
+        except CommandError as exc:
+            if request is not None:
+                # Whoever asked waits on reply_to: it gets the refusal there too, not only on error.
+                reply = Reply(id=request.id, ok=False, error=exc.message, code=exc.code)
                 await self.bus.publish(request.reply_to, reply.model_dump_json().encode())
+            raise
+        await instance.on_get()
+        await instance.publish_state(force=True)
+        if request is not None:
+            reply = Reply(id=request.id, ok=True, result=instance.state.model_dump(mode="json"))
+            await self.bus.publish(request.reply_to, reply.model_dump_json().encode())
 
     async def _request(self, verb: str, payload: bytes) -> None:
         try:
@@ -428,7 +444,7 @@ class Runner:
         if not new.enabled:
             await self._stop_task()
             self._set_status(Status.DISABLED)
-            self._absent("disabled")
+            self._absent(Status.DISABLED, "disabled")
             return
         instance = self.instance
         if self._task is not None and instance is not None and old is not None:

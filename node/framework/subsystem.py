@@ -10,15 +10,16 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
-from typing import Any, ClassVar, Generic, TypeVar
+from typing import Any, ClassVar, Generic, Literal, TypeVar
 
-from pydantic import BaseModel, ConfigDict, TypeAdapter
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
 
 from node.framework.bus import Bus, Message
 from node.framework.errors import CommandError
 from node.framework.topics import Topics
 
 __all__ = [
+    "Absent",
     "Context",
     "NoData",
     "NodeFacts",
@@ -48,6 +49,18 @@ class SubsystemConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     enabled: bool = True
+
+
+AbsentStatus = Literal["unavailable", "disabled", "crashed", "config_error"]
+
+
+class Absent(BaseModel):
+    """A state topic whose subsystem does not run: why, and nothing else."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    status: AbsentStatus
+    reason: str = Field(max_length=2000, description="what is missing or wrong, for a person")
 
 
 class NoData(BaseModel):
@@ -158,6 +171,9 @@ class Subsystem(Generic[StateT, ConfigT]):
     owned: ClassVar[dict[str, Owned]] = {}
     # Other topics it reads, relative to the base (wildcards allowed).
     watches: ClassVar[tuple[str, ...]] = ()
+    # What else the state topic may hold (schemas/ and validation): the Absent record, unless the
+    # State itself says it (sources: `state: unavailable`).
+    absent_model: ClassVar[type[BaseModel] | None] = Absent
     # Names it had in earlier versions: their config section, store file and --only name still work.
     formerly: ClassVar[tuple[str, ...]] = ()
 
@@ -172,6 +188,10 @@ class Subsystem(Generic[StateT, ConfigT]):
         # Nothing goes out before the Runner's first whole publish: setup and the retained messages
         # of `watches` shape the first state, which then goes out once, complete.
         self._live = False
+        # How many times the state and each owned topic went out: the Runner echoes a command that
+        # published nothing, so every accepted command is answered by its state topic.
+        self.state_sends = 0
+        self.owned_sends: dict[str, int] = {}
 
     @classmethod
     def state_topic(cls) -> str:
@@ -181,12 +201,13 @@ class Subsystem(Generic[StateT, ConfigT]):
         return self.State()  # type: ignore[return-value]
 
     @classmethod
-    def absent_state(cls, reason: str) -> BaseModel | None:
-        """What the state topic says while the subsystem does not run (None: it keeps its last state).
+    def absent_state(cls, status: str, reason: str) -> BaseModel:
+        """What the state topic holds while the subsystem does not run: `{"status", "reason"}`.
 
-        A source says `unavailable`, so nobody takes a `playing` retained before a restart for the truth.
+        So a flow subscribed to it, or a UI, sees from start that it is there and why it does not run.
+        A source says `unavailable` in its own state instead (the Source base).
         """
-        return None
+        return Absent(status=status, reason=reason)
 
     # Hooks a subsystem overrides --------------------------------------------------------------
     async def check_environment(self) -> None:
@@ -255,7 +276,23 @@ class Subsystem(Generic[StateT, ConfigT]):
         data = self.state.model_dump_json().encode()
         if data == self._published and not force:
             return
+        await self._send_state(data)
+
+    async def echo(self) -> None:
+        """Publish the state even though it did not change: the acknowledgement of a command."""
+        if self._live:
+            await self._send_state(self.state.model_dump_json().encode())
+
+    async def acknowledge(self) -> None:
+        """Called after an accepted `/set` that published no state: by default, echo the state.
+
+        A subsystem that applies commands later (coalescing a burst) overrides it to echo then.
+        """
+        await self.echo()
+
+    async def _send_state(self, data: bytes) -> None:
         self._published = data
+        self.state_sends += 1
         await self.ctx.bus.publish(self.ctx.topics.of(self.state_topic()), data, retain=True)
 
     async def publish_owned(self, path: str, model: BaseModel, *, force: bool = False) -> None:
@@ -267,7 +304,15 @@ class Subsystem(Generic[StateT, ConfigT]):
         self._owned_published[path] = data
         if not self._live:
             return  # sent with the first whole publish
+        self.owned_sends[path] = self.owned_sends.get(path, 0) + 1
         await self.ctx.bus.publish(self.ctx.topics.of(path), data, retain=True)
+
+    async def echo_owned(self, path: str) -> None:
+        """Publish an owned topic again as it is: the acknowledgement of a command that changed nothing."""
+        data = self._owned_published.get(path)
+        if data is not None and self._live:
+            self.owned_sends[path] = self.owned_sends.get(path, 0) + 1
+            await self.ctx.bus.publish(self.ctx.topics.of(path), data, retain=True)
 
     def save_data(self) -> None:
         """Persist `self.data` atomically with the config overrides."""

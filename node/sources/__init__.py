@@ -86,8 +86,10 @@ class Source(Subsystem[StateT, ConfigT]):
         super().__init__(ctx, config)
         self.pcm = ""  # the PCM routing assigns this source now; "" until routing says
 
+    absent_model: ClassVar[type[BaseModel] | None] = None  # the State says `unavailable` itself
+
     @classmethod
-    def absent_state(cls, reason: str) -> BaseModel | None:
+    def absent_state(cls, status: str, reason: str) -> BaseModel:
         # So nobody takes a `playing` retained before a restart for the truth.
         return cls.State(state="unavailable", error=reason)
 

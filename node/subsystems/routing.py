@@ -10,7 +10,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, model_validator
 
 from node.adapters import alsa
-from node.adapters.mixer import first_card_with_volume, sound_server_present
+from node.adapters.mixer import card_devices, first_card_with_volume, sound_server_present
 from node.framework.errors import CommandError
 from node.framework.files import write_atomic
 from node.framework.subsystem import Subsystem, SubsystemConfig
@@ -29,6 +29,7 @@ class RoutingState(BaseModel):
     pcms: dict[str, str] = Field(default_factory=dict, description="source -> ALSA PCM to play into now")
     output: str = Field(default="", description="what the direct chain ends in (hw:<card>,<dev>, pulse...)")
     asound_conf: str = Field(default="", description="the file the node's ALSA users read")
+    problem: str | None = Field(default=None, description="what is wrong with the output, e.g. no such card")
     generation: int = Field(default=0, description="bumped on every change of plan")
 
 
@@ -91,7 +92,23 @@ class Routing(Subsystem[RoutingState, RoutingConfig]):
 
     async def setup(self) -> None:
         self._card = self._card_settings()
+        problem = self._card_problem()
+        self.state = self.state.model_copy(update={"problem": problem})
+        if problem is not None:
+            # Rendered all the same (the card may be plugged in later), but nobody is left to guess.
+            self.log.warning("routing: %s", problem)
+            await self.ctx.report(self.ctx.topics.of("routing/config"), b"", "unknown_card", problem)
         await self._apply(self.data.multiroom, self.data.equalizer, force_write=True)
+
+    def _card_problem(self) -> str | None:
+        card = self.config.card
+        if not card or self.config.output_pcm:
+            return None
+        present = [device.removeprefix("hw:") for device in card_devices()]
+        if card in present:
+            return None
+        here = ", ".join(present) or "none"
+        return f"there is no sound card {card!r} (cards here: {here}); direct output will fail"
 
     def _card_settings(self) -> alsa.CardSettings:
         c = self.config
@@ -102,13 +119,13 @@ class Routing(Subsystem[RoutingState, RoutingConfig]):
             return replace(base, name=c.card)
         found = first_card_with_volume()
         if found is not None:
-            self.log.info("router: using card %s", found)
+            self.log.info("routing: using card %s", found)
             return replace(base, name=found)
         if sound_server_present():
             # A laptop: the sound server mixes, so no dmix.
-            self.log.info("router: no sound card; playing through the sound server (pulse)")
+            self.log.info("routing: no sound card; playing through the sound server (pulse)")
             return replace(base, name="pulse", dmix=False, pcm="pulse")
-        self.log.warning("router: no sound card and no sound server; direct output goes nowhere")
+        self.log.warning("routing: no sound card and no sound server; direct output goes nowhere")
         return replace(base, name="none", dmix=False, pcm="null")
 
     def _plan(self, mode: alsa.Mode) -> alsa.AsoundPlan:

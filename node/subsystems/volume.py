@@ -218,6 +218,8 @@ class Volume(Subsystem[VolumeState, VolumeConfig]):
         self._outbox: dict[str, dict[str, Any]] = {}
         self._write_wanted = asyncio.Event()
         self._publish_wanted = asyncio.Event()
+        # The next coalesced publish goes out even unchanged: it acknowledges the commands before it.
+        self._echo_wanted = False
         self._save_wanted = asyncio.Event()
         self._failure: asyncio.Future[None] | None = None
         self._readers: list[int] = []
@@ -365,6 +367,15 @@ class Volume(Subsystem[VolumeState, VolumeConfig]):
         # Applied by the write loop, so that commands queued behind a slow write fold into one.
         self._write_wanted.set()
 
+    async def acknowledge(self) -> None:
+        # Commands are applied by the write loop and the state goes out coalesced: the echo rides on
+        # the next publish, with the value the burst reached, instead of a stale state now.
+        self._echo_wanted = True
+        if self._multiroom:
+            self._publish_wanted.set()
+        else:
+            self._write_wanted.set()
+
     def _stepped(self, current: int, delta: int) -> int:
         """Relative steps stay within 0..limit; a step up from above the limit does not pull it down."""
         if delta > 0:
@@ -402,6 +413,8 @@ class Volume(Subsystem[VolumeState, VolumeConfig]):
         self._applied = self._target
         if changed or self.state.raw != raw:
             self._changed(save=True)
+        elif self._echo_wanted:
+            self._publish_wanted.set()
 
     async def _write_loop(self) -> None:
         while True:
@@ -542,7 +555,11 @@ class Volume(Subsystem[VolumeState, VolumeConfig]):
             for cid, update in outbox.items():
                 topic = self.ctx.topics.of(f"multiroom/client/{cid}/set")
                 await self.ctx.bus.publish(topic, json.dumps(update).encode())
-            await self.publish_state()
+            if self._echo_wanted:
+                self._echo_wanted = False
+                await self.echo()
+            else:
+                await self.publish_state()
             await asyncio.sleep(PUBLISH_INTERVAL)
 
     async def _save_loop(self) -> None:

@@ -9,6 +9,7 @@ import pytest
 from node.adapters.http_client import HttpClientStatusError, http_request
 from node.adapters.urlguard import (
     Resolver,
+    UnresolvableHostError,
     UnsafeURLError,
     check_address,
     redirect_checker,
@@ -95,7 +96,8 @@ async def test_names_resolving_to_loopback_are_refused() -> None:
 
 
 async def test_unresolvable_host() -> None:
-    with pytest.raises(UnsafeURLError, match="cannot be resolved"):
+    # Its own kind (answered `unresolvable_host`, not `unsafe_url`), still an UnsafeURLError to callers.
+    with pytest.raises(UnresolvableHostError, match="cannot be resolved"):
         await validate_url("http://nowhere.example/", resolver=DNS)
 
 

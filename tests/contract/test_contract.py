@@ -50,7 +50,7 @@ async def test_bad_commands_get_an_error_and_change_nothing(run_node: NodeFactor
         state = f"{r.base}/counter"
         await p.subscribe(state, f"{r.base}/error")
         await p.publish(f"{state}/set", "12")
-        await p.wait_for(state, lambda g: g.json()["value"] == 12)
+        await p.wait_for(state, lambda g: g.json().get("value") == 12)
         cases: dict[str | bytes, str] = {
             "loud": "invalid_payload",
             '{"value": "x"}': "invalid_payload",
@@ -163,7 +163,7 @@ async def test_config_set_validates_persists_and_republishes(
         assert (await p.wait_for(cfg, after=mark)).json()["step"] == 5
         # The step applies to relative commands.
         await p.publish(f"{r.base}/counter/set", "+1")
-        await p.wait_for(f"{r.base}/counter", lambda g: g.json()["value"] == 5)
+        await p.wait_for(f"{r.base}/counter", lambda g: g.json().get("value") == 5)
         # null resets a key to its default.
         mark = p.mark()
         await p.publish(f"{cfg}/set", {"step": None})
@@ -186,4 +186,49 @@ async def test_disable_and_enable_through_config(run_node: NodeFactory, broker_k
             f"{base}/info", lambda g: g.json()["subsystems"]["counter"]["status"] == "running", after=mark
         )
         await p.publish(f"{base}/counter/set", "3")
-        await p.wait_for(f"{base}/counter", lambda g: g.json()["value"] == 3)
+        await p.wait_for(f"{base}/counter", lambda g: g.json().get("value") == 3)
+
+
+async def test_an_accepted_command_that_changes_nothing_is_echoed(
+    run_node: NodeFactory, broker_kind: str
+) -> None:
+    # The echo is the acknowledgement (Zigbee2MQTT's habit): a flow or a non-optimistic Home Assistant
+    # entity knows its command arrived even when the value was already there.
+    async with run_node(broker_kind) as r, probe(r.port) as p:
+        state = f"{r.base}/counter"
+        await p.subscribe(state)
+        await p.wait_for(state)
+        for _ in range(2):
+            mark = p.mark()
+            await p.publish(f"{state}/set", "12")
+            assert (await p.wait_for(state, after=mark)).json()["value"] == 12
+
+
+async def test_a_get_to_a_stopped_subsystem_is_answered_on_reply_to(
+    run_node: NodeFactory, broker_kind: str
+) -> None:
+    async with run_node(broker_kind, sections={"counter": {"enabled": False}}) as r, probe(r.port) as p:
+        await p.subscribe(f"{r.base}/error")
+        reply = await p.request(f"{r.base}/counter/get", {"id": 9})
+        assert (reply["id"], reply["ok"], reply["code"]) == (9, False, "disabled")
+        assert "disabled" in reply["error"]
+        err = (await p.wait_for(f"{r.base}/error")).json()
+        assert err["code"] == "disabled"
+
+
+async def test_a_subsystem_that_does_not_run_says_why_on_its_state_topic(
+    run_node: NodeFactory, broker_kind: str
+) -> None:
+    async with run_node(broker_kind, sections={"counter": {"available": False}}) as r, probe(r.port) as p:
+        state = f"{r.base}/counter"
+        await p.subscribe(state)
+        got = await p.wait_for(state, lambda g: g.json().get("status") == "unavailable")
+        assert got.retain
+        assert got.json() == {"status": "unavailable", "reason": "the counter device is unplugged"}
+        mark = p.mark()
+        await p.publish(f"{state}/config/set", {"enabled": False})
+        got = await p.wait_for(state, after=mark)
+        assert got.json() == {"status": "disabled", "reason": "disabled"}
+        mark = p.mark()
+        await p.publish(f"{state}/config/set", {"enabled": True, "available": True})
+        assert (await p.wait_for(state, after=mark)).json() == {"value": 0, "label": ""}

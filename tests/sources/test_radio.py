@@ -184,6 +184,10 @@ async def test_private_addresses_are_refused_unless_allowed(run_node: NodeFactor
         assert custom.json()["stations"] == []
         state = p.on(f"{base}/source/radio")[-1].json()
         assert (state["state"], state["station"]) == ("idle", None)
+        # A host that does not resolve is not "not allowed": it has its own code.
+        mark = await send(p, f"{base}/source/radio/set", {"url": "http://nosuch.invalid/stream"})
+        err = await error_for(p, base, mark, "unresolvable_host")
+        assert "cannot be resolved" in err["error"]
 
 
 # Broken stations -----------------------------------------------------------------------------------

@@ -161,3 +161,24 @@ async def test_flags_survive_a_restart(run_node: NodeFactory, tmp_path: Path) ->
             "multiroom": True,
             "equalizer": True,
         }
+
+
+async def test_a_card_that_does_not_exist_is_said_in_routing_and_on_error(
+    run_node: NodeFactory, tmp_path: Path
+) -> None:
+    out = sinks_dir(tmp_path)
+    async with (
+        run_node(subsystems=(Info, Routing), sections={"routing": sink_config(out)}) as r,
+        probe(r.port) as p,
+    ):
+        await p.subscribe(f"{r.base}/error", f"{r.base}/routing")
+        await p.wait_for(f"{r.base}/routing")
+        # The sink config names its own output PCM: without it the card is what counts.
+        mark = p.mark()
+        await p.publish(f"{r.base}/routing/config/set", {"card": "nosuchdac", "output_pcm": ""})
+        err = (
+            await p.wait_for(f"{r.base}/error", lambda g: g.json()["code"] == "unknown_card", after=mark)
+        ).json()
+        assert "nosuchdac" in err["error"]
+        state = await p.wait_for(f"{r.base}/routing", lambda g: bool(g.json().get("problem")), after=mark)
+        assert "no sound card 'nosuchdac'" in state.json()["problem"]

@@ -161,16 +161,18 @@ async def test_bad_commands_get_an_error_and_change_nothing(run_node: NodeFactor
 
 
 async def test_limit_clamps_steps_and_caps_every_writer(run_node: NodeFactory, pulse: Pulse) -> None:
-    async with volume_node(run_node, limit_max=80) as (r, p, topic):
+    async with volume_node(run_node, limit_max=80) as (_r, p, topic):
         assert p.on(topic)[0].json()["limit_max"] == 80
         # The fixture left the mixer at 100 %: over the limit, so the start brought it down.
         assert p.on(topic)[0].json()["percent"] == 80
         await command(p, topic, "75", percent_is(75))
         await command(p, topic, "+10", percent_is(80))
         await command(p, topic, "0", percent_is(0))
+        # Already at 0: nothing changes, and the state is published all the same (the acknowledgement).
         mark = p.mark()
-        await p.publish(f"{topic}/set", "-5")  # already at 0: nothing changes, nothing is published
-        await p.quiet(topic, after=mark, probe_topic=f"{r.base}/test/flush")
+        await p.publish(f"{topic}/set", "-5")
+        await p.wait_for(topic, percent_is(0), after=mark)
+        assert pulse.raw() == [raw_of(0)] * 2
         await command(p, topic, '{"delta": 100}', percent_is(80))
         assert pulse.raw() == [raw_of(80)] * 2
         # Another program turning the mixer over the cap is put back to it.

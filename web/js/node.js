@@ -29,8 +29,21 @@ export function onError(fn) {
   errorListeners.add(fn);
 }
 
+// A subsystem that does not run keeps its state topic, holding only why: {"status", "reason"}.
+function isAbsent(value) {
+  return Boolean(value) && typeof value === 'object' && Object.keys(value).length === 2
+    && typeof value.status === 'string' && typeof value.reason === 'string';
+}
+
 export function get(path) {
-  return state.get(path);
+  const value = state.get(path);
+  return isAbsent(value) ? undefined : value;
+}
+
+// Why `path` has no state: {status, reason} while its subsystem is unavailable, disabled, crashed.
+export function absent(path) {
+  const value = state.get(path);
+  return isAbsent(value) ? value : null;
 }
 
 // index.html starts the worker before any module loads, and queues what it says meanwhile.

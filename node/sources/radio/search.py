@@ -70,7 +70,8 @@ class StationSearch:
                 result = await self._search_directory(request, hidden)
             except RadioBrowserError as exc:
                 if where == "directory":
-                    raise CommandError("directory_unreachable", f"the station directory: {exc}") from None
+                    message = f"the station directory cannot be reached ({exc})"
+                    raise CommandError("directory_unreachable", message) from None
                 self.log.info("radio: directory search failed (%s); searching the local index", exc)
             else:
                 return result

@@ -12,7 +12,7 @@ from pydantic import BaseModel, TypeAdapter
 
 from node.adapters.http_client import HttpClientError
 from node.adapters.radiobrowser import RadioBrowser, RadioBrowserError
-from node.adapters.urlguard import UnsafeURLError
+from node.adapters.urlguard import UnresolvableHostError, UnsafeURLError
 from node.framework.errors import CommandError, SubsystemUnavailableError
 from node.framework.subsystem import Owned
 from node.sources import Source, SourceCommand, Transport, commands_of, split_title
@@ -196,6 +196,8 @@ class Radio(Source[RadioState, RadioConfig]):
                 user_agent=self.directory.user_agent,
                 timeout=self.config.network_timeout_s,
             )
+        except UnresolvableHostError as exc:
+            raise CommandError("unresolvable_host", f"{station.name}: {exc}") from None
         except UnsafeURLError as exc:
             raise CommandError("unsafe_url", f"{station.name}: {exc}") from None
         except (HttpClientError, PlaylistError) as exc:

@@ -44,7 +44,8 @@ function volumeRow() {
   const down = holdRepeat(h('button.icon', { id: 'vol-down', label: 'vol.down' }, icon('minus')), () => node.send('volume/set', 'down'));
   const up = holdRepeat(h('button.icon', { id: 'vol-up', label: 'vol.up' }, icon('plus')), () => node.send('volume/set', 'up'));
   el.volumeBox = h('div.vol', { id: 'volume-row' }, el.mute, down, range, up, el.pct);
-  el.noVolume = h('p.dim', { i18n: 'vol.not_available', hidden: true });
+  el.noVolumeWhy = h('small.dim', { id: 'volume-why' });
+  el.noVolume = h('p.dim', { id: 'no-volume', hidden: true }, h('span', { i18n: 'vol.not_available' }), ' ', el.noVolumeWhy);
   return [el.volumeBox, el.noVolume];
 }
 
@@ -183,7 +184,11 @@ function renderVolume() {
   const present = v && typeof v === 'object';
   el.volumeBox.hidden = !present;
   el.noVolume.hidden = present;
-  if (!present) return;
+  if (!present) {
+    // The node says why (no mixer, disabled...): shown as it is, under the translated sentence.
+    el.noVolumeWhy.textContent = node.absent('volume')?.reason || '';
+    return;
+  }
   volume.set(v.percent);
   if (changed('mute', v.muted)) {
     el.mute.replaceChildren(icon(v.muted ? 'muted' : 'volume'));
