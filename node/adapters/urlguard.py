@@ -42,7 +42,6 @@ class UnresolvableHostError(UnsafeURLError):
     """The host has no address (or resolving it failed or took too long): not unsafe, just unknown."""
 
 
-
 @dataclass(frozen=True)
 class SafeURL:
     """A URL that passed the checks, with the addresses it was checked against.
