@@ -1,9 +1,10 @@
-"""`python -m bench.ui`: from navigation to the node's whole state on screen (headless Chromium, loopback)."""
+"""`python -m bench.ui`: navigation to the node's whole state on screen, this page beside the previous one."""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import gzip
 import statistics
 import subprocess
 import sys
@@ -13,18 +14,44 @@ from pathlib import Path
 
 from harness.ui import KIOSK, PHONE, chromium, ui_node
 
-TARGET_MS = 300.0
+ROOT = Path(__file__).resolve().parents[1]
+
+TARGET_P50_MS = 200.0  # from navigation start (issue 17)
+TARGET_P95_MS = 300.0
+PAGE_TARGET_KB = 60.0
+# The last commit whose page used mqtt.js 5.16: its web/ is served beside today's, in the same run.
+PREVIOUS = "67349e2"
+NOW, BEFORE = "paho-mqtt 1.1.0", "mqtt.js 5.16 (before)"
 # A shared 2-core VM stalls now and then; the assertion guards against a regression (a render that
 # waits on something it should not), the printed p50 is the figure compared with the target.
 BOUND_MS = 1500.0
 
 
-async def serve() -> None:
+async def serve(web_root: Path | None) -> None:
     """The node in a process of its own (as in real use), until the benchmark closes our stdin."""
     with tempfile.TemporaryDirectory(prefix="milo-bench-ui-") as tmp:
-        async with ui_node(Path(tmp), f"bench{uuid.uuid4().hex[:6]}", volume=False) as node:
+        node_id = f"bench{uuid.uuid4().hex[:6]}"
+        async with ui_node(Path(tmp), node_id, volume=False, web_root=web_root) as node:
             print(node.url, flush=True)
             await asyncio.to_thread(sys.stdin.read)
+
+
+def previous_web(into: Path) -> Path:
+    """web/ as it was at PREVIOUS, from this repository's history."""
+    archive = subprocess.run(
+        ["git", "archive", PREVIOUS, "web"], cwd=ROOT, capture_output=True, check=True
+    ).stdout
+    subprocess.run(["tar", "-x", "-C", str(into)], input=archive, check=True)
+    return into / "web"
+
+
+def page_kb(web: Path) -> float:
+    """What a browser loads, gzipped as the node serves it: code and the largest language file."""
+    files = [p for p in web.rglob("*") if p.is_file() and p.suffix in (".html", ".js", ".css", ".svg")]
+    languages = list((web / "i18n").glob("*.json"))
+    size = sum(len(gzip.compress(p.read_bytes(), 9, mtime=0)) for p in files)
+    size += max(len(gzip.compress(p.read_bytes(), 9, mtime=0)) for p in languages)
+    return size / 1024
 
 
 async def measure(url: str, loads: int) -> list[tuple[float, float]]:
@@ -46,36 +73,72 @@ async def measure(url: str, loads: int) -> list[tuple[float, float]]:
     return figures
 
 
+def start(web_root: Path | None) -> tuple[subprocess.Popen[str], str]:
+    args = [sys.executable, "-m", "bench.ui", "--serve"] + (["--web-root", str(web_root)] if web_root else [])
+    child = subprocess.Popen(args, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    assert child.stdout is not None
+    return child, child.stdout.readline().strip()
+
+
+def stop(child: subprocess.Popen[str]) -> None:
+    if child.stdin is not None:
+        child.stdin.close()
+    child.wait(30)
+
+
+async def alternate(urls: dict[str, str], loads: int) -> dict[str, list[tuple[float, float]]]:
+    """Rounds of a few loads of each page in turn, so both meet the same moments of a noisy machine."""
+    figures: dict[str, list[tuple[float, float]]] = {name: [] for name in urls}
+    rounds = max(1, loads // 5)
+    for _ in range(rounds):
+        for name, url in urls.items():
+            figures[name] += await measure(url, loads // rounds)
+    return figures
+
+
+def p95(values: list[float]) -> float:
+    return statistics.quantiles(values, n=20)[-1] if len(values) >= 2 else values[0]
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--loads", type=int, default=20)
     parser.add_argument("--serve", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--web-root", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.serve:
-        asyncio.run(serve())
+        asyncio.run(serve(args.web_root))
         return 0
-    child = subprocess.Popen(
-        [sys.executable, "-m", "bench.ui", "--serve"],
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        text=True,
+    with tempfile.TemporaryDirectory(prefix="milo-bench-ui-prev-") as tmp:
+        old_web = previous_web(Path(tmp))
+        current, current_url = start(None)
+        previous, previous_url = start(old_web)
+        try:
+            figures = asyncio.run(
+                alternate({"paho-mqtt 1.1.0": current_url, "mqtt.js 5.16 (before)": previous_url}, args.loads)
+            )
+        finally:
+            stop(current)
+            stop(previous)
+        sizes = {NOW: page_kb(ROOT / "web"), BEFORE: page_kb(old_web)}
+    print("UI first whole state, cold loads in fresh contexts, each node in its own process, alternating:")
+    print("| page | loads | p50 from navigation (ms) | p95 (ms) | p50 after load (ms) | page gzipped (KB) |")
+    print("|---|---|---|---|---|---|")
+    worst = 0.0
+    for name, rows in figures.items():
+        nav = [f[0] for f in rows]
+        after_load = [f[1] for f in rows]
+        worst = max(worst, *nav)
+        print(
+            f"| {name} | {len(rows)} | {statistics.median(nav):.0f} | {p95(nav):.0f} |"
+            f" {statistics.median(after_load):.0f} | {sizes[name]:.1f} |"
+        )
+    print(
+        f"targets: p50 <= {TARGET_P50_MS:.0f} ms, p95 <= {TARGET_P95_MS:.0f} ms,"
+        f" page <= {PAGE_TARGET_KB:.0f} KB"
     )
-    try:
-        assert child.stdout is not None
-        url = child.stdout.readline().strip()
-        figures = asyncio.run(measure(url, args.loads))
-    finally:
-        if child.stdin is not None:
-            child.stdin.close()
-        child.wait(30)
-    nav = [f[0] for f in figures]
-    after_load = [f[1] for f in figures]
-    print(f"UI first whole state, {len(figures)} cold loads (fresh contexts, the node in its own process):")
-    print(f"  from navigation start: p50 {statistics.median(nav):.0f} ms, max {max(nav):.0f} ms")
-    print(f"  from the load event:   p50 {statistics.median(after_load):.0f} ms, max {max(after_load):.0f} ms"
-          f" (target {TARGET_MS:.0f} ms)")  # fmt: skip
-    if max(nav) > BOUND_MS:
-        print(f"FAIL: a load took {max(nav):.0f} ms (bound {BOUND_MS:.0f} ms)", file=sys.stderr)
+    if worst > BOUND_MS:
+        print(f"FAIL: a load took {worst:.0f} ms (bound {BOUND_MS:.0f} ms)", file=sys.stderr)
         return 1
     return 0
 

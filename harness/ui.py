@@ -82,6 +82,7 @@ async def ui_node(
     volume: bool = True,
     stream_url: str = "http://127.0.0.1:9/none",
     sections: dict[str, dict[str, Any]] | None = None,
+    web_root: Path | None = None,
 ) -> AsyncIterator[UiNode]:
     """A node on the embedded broker with a free HTTP port serving web/; `volume` needs PULSE_SERVER set."""
     out = data_dir / "sinks"
@@ -116,6 +117,7 @@ async def ui_node(
             mqtt_port=0,
             http_port=0,
             subsystems=merged,
+            **({"web_root": web_root} if web_root is not None else {}),
         )
         node = Node(config, subsystems, backoff=FAST)
         try:

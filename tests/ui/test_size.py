@@ -10,8 +10,10 @@ from pathlib import Path
 
 WEB = Path(__file__).resolve().parents[2] / "web"
 LIMIT = 150 * 1024
+# What a browser loads (issue 17's target, met by the lighter MQTT client): well under the old 150 KB.
+PAGE_LIMIT = 60 * 1024
 # Documentation next to the vendored code; never requested by the page.
-NOT_SERVED = {"README.md", "mqtt.LICENSE"}
+NOT_SERVED = {"README.md", "paho-mqtt.EPL-1.0", "paho-mqtt.EDL-1.0"}
 
 
 def served() -> list[Path]:
@@ -22,13 +24,13 @@ def gzipped(data: bytes) -> int:
     return len(gzip.compress(data, compresslevel=9, mtime=0))
 
 
-def test_what_a_browser_loads_is_at_most_150_kb_gzipped() -> None:
+def test_what_a_browser_loads_is_at_most_60_kb_gzipped() -> None:
     """Every file the page loads, each gzipped as a server would send it, with its largest language."""
     code = [p for p in served() if p.parent.name != "i18n"]
     languages = [p for p in served() if p.parent.name == "i18n"]
     total = sum(gzipped(p.read_bytes()) for p in code) + max(gzipped(p.read_bytes()) for p in languages)
     print(f"a browser loads {total / 1024:.1f} KB gzipped")
-    assert total <= LIMIT, f"the UI a browser loads is {total / 1024:.1f} KB gzipped (limit 150 KB)"
+    assert total <= PAGE_LIMIT, f"the UI a browser loads is {total / 1024:.1f} KB gzipped (limit 60 KB)"
 
 
 def test_the_whole_of_web_is_at_most_150_kb_gzipped() -> None:

@@ -98,7 +98,7 @@ function followLanguage(paths) {
 }
 
 async function start() {
-  // First: mqtt.js's first connect costs tens of ms of set-up that overlaps the rest of start-up.
+  // First: the link's first connect overlaps the rest of start-up.
   node.connect();
   build();
   // The language this screen used last paints the first frame; the node's `ui` topic then rules.
