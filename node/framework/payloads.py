@@ -60,7 +60,42 @@ def echo(payload: bytes) -> str:
     return payload[:ECHO_LIMIT].decode("utf-8", errors="replace")
 
 
-RELATIVE = re.compile(r"^[+-]\d+(\.\d+)?$")
+RELATIVE = re.compile(r"^[+-][0-9]+(\.[0-9]+)?$")  # ASCII digits only (\d takes any script's)
+# Bounds checked before json.loads sees a payload: Python's parser recurses per nesting level
+# (10,000 levels is a RecursionError) and turns 4,300 digits into an integer slowly, then refuses.
+MAX_DEPTH = 32
+MAX_DIGITS = 40
+_DIGITS = re.compile(rb"[0-9]{%d,}" % (MAX_DIGITS + 1))
+
+
+def check_json_limits(data: bytes) -> None:
+    """Refuse JSON nested deeper than MAX_DEPTH or holding a number of more than MAX_DIGITS digits."""
+    depth = deepest = 0
+    in_string = escaped = False
+    for byte in data:
+        if in_string:
+            if escaped:
+                escaped = False
+            elif byte == 0x5C:  # backslash
+                escaped = True
+            elif byte == 0x22:
+                in_string = False
+        elif byte == 0x22:
+            in_string = True
+        elif byte in (0x5B, 0x7B):  # [ {
+            depth += 1
+            deepest = max(deepest, depth)
+            if deepest > MAX_DEPTH:
+                raise CommandError("too_deep", f"JSON nested deeper than {MAX_DEPTH} levels")
+        elif byte in (0x5D, 0x7D):
+            depth -= 1
+    if _DIGITS.search(_outside_strings(data)):
+        raise CommandError("number_too_long", f"a number of more than {MAX_DIGITS} digits")
+
+
+def _outside_strings(data: bytes) -> bytes:
+    # Digits inside strings (a station id, a URL) are text, not numbers.
+    return re.sub(rb'"(?:[^"\\]|\\.)*"', b'""', data)
 
 
 def decode_command(payload: bytes) -> Any:
@@ -75,6 +110,7 @@ def decode_command(payload: bytes) -> Any:
         raise CommandError("invalid_encoding", "payload is not UTF-8 text") from exc
     if not text:
         raise CommandError("empty_payload", "empty command")
+    check_json_limits(payload)
     if RELATIVE.match(text):
         return text
     try:
@@ -85,6 +121,7 @@ def decode_command(payload: bytes) -> Any:
 
 def decode_object(payload: bytes) -> dict[str, Any]:
     """A JSON object, or a CommandError that says why not."""
+    check_json_limits(payload)
     try:
         value = json.loads(payload)
     except (ValueError, UnicodeDecodeError) as exc:

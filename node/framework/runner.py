@@ -15,7 +15,7 @@ from node.framework.bus import Bus, Message
 from node.framework.errors import CommandError, SubsystemUnavailableError, format_validation
 from node.framework.payloads import ErrorPayload, Reply, Request, decode_command, decode_object, echo
 from node.framework.store import Store, StoredFile
-from node.framework.subsystem import Context, NodeFacts, Status, Subsystem, SubsystemConfig
+from node.framework.subsystem import Context, NodeFacts, Status, Subsystem, SubsystemConfig, local_only_keys
 from node.framework.topics import Topics
 
 STOP_TIMEOUT = 5.0
@@ -344,7 +344,9 @@ class Runner:
         if isinstance(value, str):
             value = instance.parse_text(value)
         try:
-            command = self.cls.Command.validate_python(value)
+            # Strict at the edge: what the published schema refuses ("5" for an integer, true for a
+            # number, 1e-400 for a boolean) is refused here too, never coerced.
+            command = self.cls.Command.validate_python(value, strict=True)
         except ValidationError as exc:
             raise CommandError("invalid_payload", format_validation(exc)) from exc
         sends = instance.state_sends
@@ -362,7 +364,7 @@ class Runner:
         if isinstance(value, str):
             value = instance.parse_owned_text(path, value)
         try:
-            command = adapter.validate_python(value)
+            command = adapter.validate_python(value, strict=True)
         except ValidationError as exc:
             raise CommandError("invalid_payload", format_validation(exc)) from exc
         sends = instance.owned_sends.get(path, 0)
@@ -398,7 +400,7 @@ class Runner:
             instance = self._running()
             params = {k: v for k, v in envelope.model_dump().items() if k not in ("reply_to", "id")}
             try:
-                request = self.cls.requests[verb].model_validate(params)
+                request = self.cls.requests[verb].model_validate(params, strict=True)
             except ValidationError as exc:
                 raise CommandError(
                     "invalid_payload", format_validation(exc, self.cls.requests[verb])
@@ -418,8 +420,17 @@ class Runner:
 
     async def _config_set(self, payload: bytes) -> None:
         update = decode_object(payload)
+        local = sorted(set(update) & local_only_keys(self.cls.Config))
+        if local:
+            raise CommandError(
+                "local_only", f"{', '.join(local)}: set only in the node's config file, not over MQTT"
+            )
         overrides = merge(self.stored.config, update)
         try:
+            # The update itself is checked strictly (the values in force are JSON-native already);
+            # the file's and defaults' keys then merge as before.
+            current = self.config.model_dump(mode="json") if self.config is not None else {}
+            self.cls.Config.model_validate(merge(current, update), strict=True)
             new = self._effective(overrides)
         except ValidationError as exc:
             raise CommandError("invalid_config", format_validation(exc, self.cls.Config)) from exc

@@ -19,6 +19,7 @@ from node.framework.errors import CommandError
 from node.framework.topics import Topics
 
 __all__ = [
+    "LOCAL_ONLY",
     "Absent",
     "Context",
     "NoData",
@@ -29,6 +30,8 @@ __all__ = [
     "StatusBoard",
     "Subsystem",
     "SubsystemConfig",
+    "local_only",
+    "local_only_keys",
 ]
 
 
@@ -41,6 +44,26 @@ class Status(StrEnum):
     CONFIG_ERROR = "config_error"
     UNAVAILABLE = "unavailable"
     CRASHED = "crashed"
+
+
+LOCAL_ONLY = "x-milo-local-only"
+
+
+def local_only(**field: Any) -> Any:
+    """A config field that only the local config file may set, never `<sub>/config/set`.
+
+    For what reaches the file system or the ALSA config verbatim, or turns a protection off (a
+    path, raw ALSA text, private URLs): the network may read it, not write it.
+    """
+    return Field(json_schema_extra={LOCAL_ONLY: True}, **field)
+
+
+def local_only_keys(model: type[BaseModel]) -> set[str]:
+    return {
+        name
+        for name, info in model.model_fields.items()
+        if isinstance(info.json_schema_extra, dict) and info.json_schema_extra.get(LOCAL_ONLY)
+    }
 
 
 class SubsystemConfig(BaseModel):

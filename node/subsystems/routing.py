@@ -13,7 +13,7 @@ from node.adapters import alsa
 from node.adapters.mixer import card_devices, first_card_with_volume, sound_server_present
 from node.framework.errors import CommandError
 from node.framework.files import write_atomic
-from node.framework.subsystem import Subsystem, SubsystemConfig
+from node.framework.subsystem import Subsystem, SubsystemConfig, local_only
 
 logger = logging.getLogger(__name__)
 
@@ -34,27 +34,30 @@ class RoutingState(BaseModel):
 
 
 class RoutingConfig(SubsystemConfig):
-    """`[router]`: the DAC and the Loopback that asound.conf is rendered for."""
+    """`[routing]`: the DAC and the Loopback that asound.conf is rendered for."""
 
     card: str = Field(
-        default="", description="ALSA card id of the DAC; empty = the first card with a volume control"
+        default="",
+        max_length=64,
+        pattern=r"^[A-Za-z0-9_-]*$",
+        description="ALSA card id of the DAC; empty = the first card with a volume control",
     )
     card_device: int = Field(default=0, ge=0, le=31)
     card_format: str = Field(default="S32_LE", pattern=r"^[SU](16|24|32)(_3)?_LE$|^FLOAT_LE$")
     rate: int = Field(default=48000, ge=8000, le=384000)
     dmix: bool = Field(default=True, description="mix several sources in software (needs a real hw device)")
-    output_pcm: str = Field(
-        default="", description="replaces hw:<card>,<device> as the output (advanced, tests)"
+    output_pcm: str = local_only(
+        default="", max_length=200, description="replaces hw:<card>,<device> as the output (advanced, tests)"
     )
-    loopback_card: str = "Loopback"
+    loopback_card: str = Field(default="Loopback", max_length=64, pattern=r"^[A-Za-z0-9_-]+$")
     loopback_device: int = Field(default=0, ge=0, le=1)
-    loopback_pcms: dict[str, str] = Field(
-        default_factory=dict, description="source -> PCM replacing its subdevice"
+    loopback_pcms: dict[str, str] = local_only(
+        default_factory=dict, description="source -> PCM replacing its subdevice (tests)"
     )
-    eq_controls: str = Field(
-        default="", description="alsaequal controls file; default <data_dir>/alsaequal.bin"
+    eq_controls: str = local_only(
+        default="", max_length=4096, description="alsaequal controls file; default <data_dir>/alsaequal.bin"
     )
-    extra: str = Field(default="", max_length=65536, description="ALSA config appended verbatim")
+    extra: str = local_only(default="", max_length=65536, description="ALSA config appended verbatim")
 
 
 class RoutingData(BaseModel):

@@ -331,7 +331,8 @@ class Volume(Subsystem[VolumeState, VolumeConfig]):
             if not amount.is_integer():
                 raise CommandError("invalid_payload", f"{text!r}: relative steps are whole percent")
             return {"delta": int(amount)}
-        if word.isdigit():
+        # ASCII only: "①".isdigit() is true and int() refuses it.
+        if word.isascii() and word.isdigit():
             return int(word)
         if word in KEYWORDS:
             return word

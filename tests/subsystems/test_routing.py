@@ -166,19 +166,41 @@ async def test_flags_survive_a_restart(run_node: NodeFactory, tmp_path: Path) ->
 async def test_a_card_that_does_not_exist_is_said_in_routing_and_on_error(
     run_node: NodeFactory, tmp_path: Path
 ) -> None:
-    out = sinks_dir(tmp_path)
-    async with (
-        run_node(subsystems=(Info, Routing), sections={"routing": sink_config(out)}) as r,
-        probe(r.port) as p,
-    ):
+    # The sink config names its own output PCM (a local-only key): without it the card is what counts.
+    sections = {"routing": {**sink_config(sinks_dir(tmp_path)), "output_pcm": ""}}
+    async with run_node(subsystems=(Info, Routing), sections=sections) as r, probe(r.port) as p:
         await p.subscribe(f"{r.base}/error", f"{r.base}/routing")
         await p.wait_for(f"{r.base}/routing")
-        # The sink config names its own output PCM: without it the card is what counts.
         mark = p.mark()
-        await p.publish(f"{r.base}/routing/config/set", {"card": "nosuchdac", "output_pcm": ""})
+        await p.publish(f"{r.base}/routing/config/set", {"card": "nosuchdac"})
         err = (
             await p.wait_for(f"{r.base}/error", lambda g: g.json()["code"] == "unknown_card", after=mark)
         ).json()
         assert "nosuchdac" in err["error"]
         state = await p.wait_for(f"{r.base}/routing", lambda g: bool(g.json().get("problem")), after=mark)
         assert "no sound card 'nosuchdac'" in state.json()["problem"]
+
+
+async def test_what_reaches_the_file_system_or_alsa_verbatim_is_not_set_over_mqtt(
+    run_node: NodeFactory, tmp_path: Path
+) -> None:
+    sections = {"routing": sink_config(sinks_dir(tmp_path))}
+    async with run_node(subsystems=(Info, Routing), sections=sections) as r, probe(r.port) as p:
+        await p.subscribe(f"{r.base}/error", f"{r.base}/routing/config")
+        before = (await p.wait_for(f"{r.base}/routing/config")).json()
+        for update in (
+            {"eq_controls": "/etc/cron.d/x"},
+            {"extra": "pcm.evil { type hw }"},
+            {"output_pcm": "evil"},
+            {"loopback_pcms": {"radio": "evil"}},
+            {"card": "x" * 100_000},
+        ):
+            mark = p.mark()
+            await p.publish(f"{r.base}/routing/config/set", update)
+            err = (await p.wait_for(f"{r.base}/error", after=mark)).json()
+            key = next(iter(update))
+            assert err["code"] == ("invalid_config" if key == "card" else "local_only"), err
+            assert key in err["error"]
+        mark = p.mark()
+        await p.publish(f"{r.base}/routing/config/get", "")
+        assert (await p.wait_for(f"{r.base}/routing/config", after=mark)).json() == before

@@ -9,6 +9,7 @@ from typing import Annotated, Literal
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError
 
 from node.adapters.radiobrowser import Station
+from node.framework.subsystem import local_only
 from node.sources import SourceConfig, SourceState
 
 STATION_ID = r"^[A-Za-z0-9_-]{1,64}$"
@@ -156,8 +157,10 @@ class IndexState(BaseModel):
 class RadioConfig(SourceConfig):
     """`[radio]`: the directory, the player's patience, and what URLs may be fetched."""
 
-    directory_url: str = Field(
-        default="", description="Radio Browser base URL; empty = discover the mirrors through DNS"
+    directory_url: str = local_only(
+        default="",
+        max_length=2048,
+        description="Radio Browser base URL; empty = discover the mirrors through DNS",
     )
     directory_timeout_s: float = Field(default=6.0, gt=0, le=60)
     click_counting: bool = Field(default=True, description="tell the directory when a station is played")
@@ -168,12 +171,14 @@ class RadioConfig(SourceConfig):
     index_first_delay_s: float = Field(
         default=120.0, ge=0, le=86400, description="wait after start before the first download"
     )
-    allow_private_urls: bool = Field(
+    allow_private_urls: bool = local_only(
         default=False, description="let stations on loopback/LAN addresses play (no SSRF protection)"
     )
-    ao: str = Field(default="", description="mpv audio output driver; empty = from audio_device")
-    audio_device: str = Field(
-        default="", description="mpv audio-device; empty = alsa/<the PCM routing assigns>"
+    ao: str = local_only(
+        default="", max_length=64, description="mpv audio output driver; empty = from audio_device"
+    )
+    audio_device: str = local_only(
+        default="", max_length=200, description="mpv audio-device; empty = alsa/<the PCM routing assigns>"
     )
     network_timeout_s: float = Field(default=10.0, gt=0, le=120)
     start_timeout_s: float = Field(default=15.0, gt=0, le=300)
