@@ -65,6 +65,11 @@ def _matching_alternative(errors: list[Any]) -> list[Any]:
     return [{**e, "loc": e["loc"][1:]} for e in ranked[0]]
 
 
+def unknown_key(key: str, known: list[str]) -> str:
+    close = difflib.get_close_matches(key, known, n=1)
+    return "unknown key" + (f" (did you mean {close[0]!r}?)" if close else "")
+
+
 def validation_messages(exc: ValidationError, model: type[BaseModel] | None = None) -> list[str]:
     """Every error of a validation, one per key, with a did-you-mean for unknown keys (Mopidy's habit)."""
     known = list(model.model_fields) if model is not None else []
@@ -73,8 +78,7 @@ def validation_messages(exc: ValidationError, model: type[BaseModel] | None = No
         loc = ".".join(str(p) for p in err["loc"]) or "value"
         msg = err["msg"]
         if err["type"] == "extra_forbidden" and known:
-            close = difflib.get_close_matches(str(err["loc"][-1]), known, n=1)
-            msg = "unknown key" + (f" (did you mean {close[0]!r}?)" if close else "")
+            msg = unknown_key(str(err["loc"][-1]), known)
         parts.append(f"{loc}: {msg}")
     return parts
 

@@ -12,7 +12,7 @@ from typing import Any
 from pydantic import BaseModel, ValidationError
 
 from node.framework.bus import Bus, Message
-from node.framework.errors import CommandError, SubsystemUnavailableError, format_validation
+from node.framework.errors import CommandError, SubsystemUnavailableError, format_validation, unknown_key
 from node.framework.payloads import ErrorPayload, Reply, Request, decode_command, decode_object, echo
 from node.framework.store import Store, StoredFile
 from node.framework.subsystem import Context, NodeFacts, Status, Subsystem, SubsystemConfig, local_only_keys
@@ -420,6 +420,11 @@ class Runner:
 
     async def _config_set(self, payload: bytes) -> None:
         update = decode_object(payload)
+        unknown = sorted(k for k, v in update.items() if v is None and k not in self.cls.Config.model_fields)
+        if unknown:
+            # `null` resets a key, and would make an unknown one vanish without a word: named here.
+            known = list(self.cls.Config.model_fields)
+            raise CommandError("invalid_config", "; ".join(f"{k}: {unknown_key(k, known)}" for k in unknown))
         local = sorted(set(update) & local_only_keys(self.cls.Config))
         if local:
             raise CommandError(

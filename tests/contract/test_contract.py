@@ -234,3 +234,14 @@ async def test_a_subsystem_that_does_not_run_says_why_on_its_state_topic(
         await p.publish(f"{state}/config/set", {"enabled": True, "available": True})
         got = await p.wait_for(state, lambda g: "value" in g.json(), after=mark)
         assert got.json() == {"value": 0, "label": ""}
+
+
+async def test_an_unknown_key_set_to_null_is_named_not_dropped(
+    run_node: NodeFactory, broker_kind: str
+) -> None:
+    async with run_node(broker_kind) as r, probe(r.port) as p:
+        await p.subscribe(f"{r.base}/error")
+        await p.publish(f"{r.base}/counter/config/set", {"lable": None})
+        err = (await p.wait_for(f"{r.base}/error")).json()
+        assert err["code"] == "invalid_config"
+        assert err["error"] == "lable: unknown key (did you mean 'label'?)"
