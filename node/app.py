@@ -101,6 +101,7 @@ class Node:
             port=cfg.http_port,
             max_message=cfg.mqtt.max_payload + 1024,
             data_dir=cfg.data_dir,
+            allowed_origins=tuple(cfg.allowed_origins),
         )
         await self.web.start()
         facts = NodeFacts(

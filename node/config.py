@@ -55,6 +55,9 @@ class NodeConfig(BaseModel):
     only: list[str] = Field(default_factory=list)
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     # The packaged web/ (the checkout's own in an editable install); a user may serve another copy.
+    # Pages on these origins may use the node's WebSocket and upload logos, besides its own origin
+    # (e.g. "http://milo.local:8080" behind a proxy); any other web page a visitor opens may not.
+    allowed_origins: list[str] = Field(default_factory=list, max_length=32)
     web_root: Path = Field(default_factory=lambda: data_dir("web"))
     # Where the router writes asound.conf: /etc/asound.conf on an installed Pi, else <data_dir>/asound.conf.
     alsa_config: Path | None = None

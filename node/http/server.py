@@ -6,9 +6,11 @@ import asyncio
 import contextlib
 import gzip
 import http
+import ipaddress
 import json
 import logging
 import mimetypes
+import socket
 from pathlib import Path
 
 from websockets.exceptions import ConnectionClosed
@@ -74,8 +76,11 @@ class WebServer:
         max_message: int,
         data_dir: Path | None = None,
         max_logo_bytes: int = 2 * 1024 * 1024,
+        allowed_origins: tuple[str, ...] = (),
     ) -> None:
         self.root = root.resolve()
+        # Besides the node's own origin (the Host the browser asked for), e.g. "http://milo.local:8080".
+        self.allowed_origins = frozenset(o.rstrip("/").lower() for o in allowed_origins)
         self._gzip_cache: dict[Path, tuple[str, bytes]] = {}
         self.on_mqtt = on_mqtt
         self.host = host
@@ -176,12 +181,14 @@ class WebServer:
                     extra={"Upgrade": "websocket"},
                 )
                 return
+            self._check_origin(req)
             await self._websocket(req, reader, writer)
         elif path == LOGO_API:
             if self.logo_dir is None:
                 raise HttpError(http.HTTPStatus.NOT_FOUND, "this node stores no logos", "not_found")
             if req.method != "POST":
                 raise _not_allowed("POST")
+            self._check_origin(req)
             await self._upload(req, self.logo_dir, reader, writer)
         elif req.method not in ("GET", "HEAD"):
             raise _not_allowed("GET, HEAD")
@@ -192,6 +199,29 @@ class WebServer:
                 await self._static(req, writer)
             if has_body:
                 await linger(reader, writer)  # a GET with a body nobody reads
+
+    def _check_origin(self, req: HttpRequest) -> None:
+        """Refuse a browser page from another site driving the speaker (cross-site WebSocket, upload).
+
+        Browsers send Origin on every WebSocket upgrade and cross-origin POST, and a page cannot
+        forge it; clients that are not browsers (aiomqtt, curl, Node-RED) send none and are let in.
+        The node's own page comes from the origin the browser asked for: scheme://Host.
+        """
+        origins = req.headers.get_all("Origin")
+        if not origins:
+            return
+        origin = origins[0]
+        origin = origin.rstrip("/").lower()
+        if origin in self.allowed_origins:
+            return
+        hosts = req.headers.get_all("Host")
+        own = {f"{scheme}://{host}".lower() for host in hosts for scheme in ("http", "https")}
+        # Same origin is not enough under DNS rebinding (evil.example resolving to the node): the
+        # name the browser used must be the node's own, or an address, which cannot be rebound.
+        if origin in own and all(_own_host(host) for host in hosts):
+            return
+        message = f"origin {origin[:100]!r} is not this node"
+        raise HttpError(http.HTTPStatus.FORBIDDEN, message, "foreign_origin")
 
     async def _static(self, req: HttpRequest, writer: asyncio.StreamWriter) -> None:
         rel = req.path.lstrip("/") or "index.html"
@@ -330,6 +360,15 @@ class WebServer:
         finally:
             self._sockets.discard(ws)
             await ws.close()
+
+
+def _own_host(host: str) -> bool:
+    name = host.rsplit(":", 1)[0].strip("[]").lower() if not host.endswith("]") else host.strip("[]")
+    with contextlib.suppress(ValueError):
+        ipaddress.ip_address(name)
+        return True
+    here = socket.gethostname().split(".")[0].lower()
+    return name in ("localhost", here, f"{here}.local", socket.getfqdn().lower())
 
 
 def _not_allowed(allow: str) -> HttpError:

@@ -527,3 +527,35 @@ async def test_static_files_are_gzipped_and_revalidated(web: Served) -> None:
     changed = await request(web.server.port, "GET", "/app.js", headers={"If-None-Match": etag})
     assert changed.status == 200
     assert changed.body == b"export const answer = 43;\n"
+
+
+async def test_a_page_of_another_site_may_not_use_the_websocket_nor_upload(web: Served) -> None:
+    # A browser always says where the page comes from; the node's own page comes from its own origin.
+    upgrade = {
+        "Connection": "Upgrade",
+        "Upgrade": "websocket",
+        "Sec-WebSocket-Version": "13",
+        "Sec-WebSocket-Key": "dGhlIHNhbXBsZSBub25jZQ==",
+        "Sec-WebSocket-Protocol": "mqtt",
+    }
+    for origin in ("http://evil.example", "null", "http://127.0.0.1.evil.example", "https://127.0.0.2"):
+        got = await request(web.port, "GET", "/mqtt", headers={**upgrade, "Origin": origin})
+        assert got.status == 403, origin
+        got = await request(web.port, "POST", "/api/logos", image("PNG", (4, 4)), {"Origin": origin})
+        assert got.status == 403, origin
+    assert not any(web.data_dir.glob("logos/*.png"))
+    # Its own origin, and a client that is not a browser (no Origin), are let in.
+    async with asyncio.timeout(TIMEOUT), connect(web.url, subprotocols=MQTT, origin=None) as ws:
+        await ws.send(b"\x10\x00")
+        assert await ws.recv() == b"\x10\x00"
+    own = {"Origin": "http://127.0.0.1"}
+    assert (await request(web.port, "POST", "/api/logos", image("PNG", (4, 4)), own)).status == 201
+
+
+async def test_a_rebound_name_is_not_the_nodes_own_origin(web: Served) -> None:
+    # DNS rebinding: evil.example now resolves to the node, and the page's origin equals its Host.
+    rebound = {"Host": "evil.example:8080", "Origin": "http://evil.example:8080"}
+    lines = ["POST /api/logos HTTP/1.1", *(f"{k}: {v}" for k, v in rebound.items()), "Connection: close"]
+    body = image("PNG", (4, 4))
+    head = "\r\n".join([*lines, f"Content-Length: {len(body)}"]) + "\r\n\r\n"
+    assert (await raw(web.port, head.encode() + body)).status == 403
