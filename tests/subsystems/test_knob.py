@@ -1,4 +1,4 @@
-"""The knob on gpiozero's mock pins: real Gray code with bounces in, coalesced volume steps and actions out."""
+"""The knob on gpiozero's mock pins: real Gray code with bounces in, coalesced volume steps, actions out."""
 
 from __future__ import annotations
 
@@ -235,10 +235,10 @@ async def test_without_gpio_it_is_unavailable_and_says_why(run_node: NodeFactory
 
 
 async def test_an_unknown_pin_library_is_unavailable_with_its_error(run_node: NodeFactory) -> None:
-    async with run_node(subsystems=(Info, Knob), sections={"knob": {"pin_factory": "lgpio"}}) as r:
-        async with probe(r.port) as p:
-            await p.subscribe(f"{r.base}/knob")
-            state = (await p.wait_for(f"{r.base}/knob")).json()
-            assert state["available"] is False
-            assert state["error"].startswith("GPIO pin factory lgpio: ")
-            assert state["pin_factory"] == ""
+    sections = {"knob": {"pin_factory": "lgpio"}}
+    async with run_node(subsystems=(Info, Knob), sections=sections) as r, probe(r.port) as p:
+        await p.subscribe(f"{r.base}/knob")
+        state = (await p.wait_for(f"{r.base}/knob")).json()
+        assert state["available"] is False
+        assert state["error"].startswith("GPIO pin factory lgpio: ")
+        assert state["pin_factory"] == ""
