@@ -12,7 +12,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
 SYSTEMD = ROOT / "systemd"
-VALUES = {
+VALUES: dict[str, str | int] = {
     "user": "milo",
     "tty": "tty1",
     "http_port": 8080,
@@ -68,7 +68,7 @@ def test_systemd_analyze_accepts_it(tmp_path: Path) -> None:
     path.write_text(render(**VALUES))
     done = subprocess.run([analyze, "verify", str(path)], capture_output=True, text=True, check=False)
     # The programs are the Pi's: on a machine without cage, that is the one thing it may say.
-    absent = {p for p in (VALUES["cage"], VALUES["chromium"]) if not Path(p).exists()}
+    absent = {str(VALUES[p]) for p in ("cage", "chromium") if not Path(str(VALUES[p])).exists()}
     problems = [
         line
         for line in (done.stdout + done.stderr).splitlines()
