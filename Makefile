@@ -35,6 +35,7 @@ schemas: $(STAMP)
 bench: deps $(STAMP)
 	$(BIN)/python -m bench
 	$(BIN)/python -m bench.volume
+	$(BIN)/python -m bench.knob
 	$(BIN)/python -m bench.radio_search
 	$(BIN)/python -m bench.ui
 	$(BIN)/python -m bench.source_switch

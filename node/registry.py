@@ -11,8 +11,10 @@ from node.sources import Source
 from node.sources.radio import Radio
 from node.subsystems.equalizer import Equalizer
 from node.subsystems.info import Info
+from node.subsystems.knob import Knob
 from node.subsystems.player import Player
 from node.subsystems.routing import Routing
+from node.subsystems.screen import Screen
 from node.subsystems.ui import Ui
 from node.subsystems.volume import Volume
 
@@ -22,7 +24,17 @@ SOURCES: tuple[type[Source[Any, Any]], ...] = (Radio,)
 
 # Start order: the router writes asound.conf before the others open ALSA devices; the sources start
 # before the player, which aggregates them.
-ALL: tuple[type[Subsystem[Any, Any]], ...] = (Info, Routing, Equalizer, Volume, *SOURCES, Player, Ui)
+ALL: tuple[type[Subsystem[Any, Any]], ...] = (
+    Info,
+    Routing,
+    Equalizer,
+    Volume,
+    *SOURCES,
+    Player,
+    Knob,
+    Screen,
+    Ui,
+)
 
 
 def names() -> list[str]:

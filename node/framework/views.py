@@ -97,6 +97,26 @@ class MultiroomView(BaseModel):
     clients: list[MultiroomClientView] = Field(default_factory=list)
 
 
+class SourcesView(BaseModel):
+    """`<base>/source` as the knob (next source) and the screen (who plays, who connects) read it."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    active: str = "none"
+    available: list[str] = Field(default_factory=list, description="enabled sources that can play now")
+    # Plain strings: a state a later source adds must not make the whole topic unreadable here.
+    states: dict[str, str] = Field(default_factory=dict)
+
+
+class PlayerView(BaseModel):
+    """`<base>/player` as the screen reads it: is the active source playing."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    active: str = "none"
+    state: str = "idle"
+
+
 ViewT = TypeVar("ViewT", bound=BaseModel)
 
 

@@ -42,7 +42,21 @@ def environment(tmp_path: Path) -> dict[str, dict[str, Any]]:
         "volume": {"device": "pulse", "control": "Master"},
         # Nothing leaves the machine: a directory that refuses connections, no index download.
         "radio": {"directory_url": f"http://127.0.0.1:{free_port()}", "index_refresh_h": 0},
+        # gpiozero's mock pins instead of the GPIO this machine does not have.
+        "knob": {"pin_factory": "mock"},
+        # A sysfs-like backlight directory of its own.
+        "screen": {"backlight": str(fake_backlight(tmp_path))},
     }
+
+
+def fake_backlight(tmp_path: Path) -> Path:
+    """A /sys/class/backlight/<name> with what the drivers provide, made once per test."""
+    path = tmp_path / "backlight" / "10-0045"
+    if not path.exists():
+        path.mkdir(parents=True)
+        for name, value in (("max_brightness", 255), ("brightness", 0), ("bl_power", 0)):
+            (path / name).write_text(f"{value}\n")
+    return path
 
 
 def started_with(cls: type[Subsystem[Any, Any]]) -> tuple[type[Subsystem[Any, Any]], ...]:

@@ -118,8 +118,9 @@ async function start() {
   window.addEventListener('hashchange', () => show(location.hash.slice(1)));
   if (params.get('kiosk') === '1') {
     document.body.classList.add('kiosk');
-    const { installKeyboard } = await import('./keyboard.js');
+    const [{ installKeyboard }, { installActivity }] = await Promise.all([import('./keyboard.js'), import('./kiosk.js')]);
     installKeyboard();
+    installActivity();
   }
 }
 

@@ -1,18 +1,116 @@
-// Settings: the shared UI language, and a form for every subsystem's retained `<sub>/config`.
-// Only the keys a person changed are sent, as a partial object; the node validates and answers.
+// Settings: the shared UI language, the screen and the knob, and a form for every subsystem's
+// retained `<sub>/config`. Only the keys a person changed are sent, as a partial object; the node
+// validates and answers.
 import * as node from '../node.js';
-import { h, clear } from '../dom.js';
+import { h, clear, guardSlider } from '../dom.js';
 import { t, LANGUAGES, language, setLanguage } from '../i18n.js';
 
 const el = {};
 const forms = new Map(); // config path -> { details, fields: Map(key -> field), message }
+let brightness = null;
+
+// The screen goes dark after one of these (seconds; 0 is never); another value set elsewhere is added.
+const TIMEOUTS = [0, 30, 60, 120, 300, 600, 1800, 3600];
+// What the knob's button can do, in the order offered, each with its label.
+const ACTIONS = {
+  play_pause: 'knob.action.play_pause',
+  mute: 'knob.action.mute',
+  next_source: 'knob.action.next_source',
+  multiroom: 'knob.action.multiroom',
+  none: 'knob.action.none',
+};
+const GESTURES = {
+  press: 'settings.knob_press',
+  double_press: 'settings.knob_double_press',
+  long_press: 'settings.knob_long_press',
+};
+const STEPS = [1, 2, 3, 4, 5, 10];
 
 export default { id: 'settings', icon: 'settings', label: 'nav.settings', mount, update };
 
 function mount(root) {
   el.languages = h('div.langs', { id: 'languages', role: 'group' });
   el.configs = h('div', { id: 'configs' });
-  root.append(h('h2', { i18n: 'settings.language' }), el.languages, h('h2', { i18n: 'settings.subsystems' }), el.configs);
+  root.append(
+    h('h2', { i18n: 'settings.language' }), el.languages,
+    ...mountScreen(), ...mountKnob(),
+    h('h2', { i18n: 'settings.subsystems' }), el.configs,
+  );
+}
+
+function choice(id, label, onChange) {
+  const select = h('select', { id, onChange: () => onChange(select.value) });
+  return { select, box: h('label.field', {}, h('span', { i18n: label }), select) };
+}
+
+// Options as [value, text] pairs; the current value is kept selected, and offered if it is not listed.
+function fill(select, pairs, current) {
+  const listed = pairs.some(([value]) => String(value) === String(current));
+  const all = listed || current === undefined ? pairs : [...pairs, [current, String(current)]];
+  clear(select, all.map(([value, text]) => h('option', { value: String(value), text })));
+  select.value = String(current);
+}
+
+function mountScreen() {
+  el.screenTitle = h('h2', { i18n: 'settings.screen', hidden: true });
+  const range = h('input', { type: 'range', min: 1, max: 100, step: 1, id: 'screen-brightness', label: 'settings.brightness', class: 'grow' });
+  el.brightnessPct = h('span.pct', { id: 'screen-brightness-pct' });
+  brightness = guardSlider(range, {
+    send: (value) => node.send('screen/set', { brightness: value }),
+    show: (value) => { el.brightnessPct.textContent = String(value); },
+  });
+  el.timeout = choice('screen-timeout', 'settings.timeout', (value) => node.send('screen/set', { timeout_s: Number(value) }));
+  el.screen = h('div.fields', { id: 'screen-settings', hidden: true },
+    h('label.field', {}, h('span', { i18n: 'settings.brightness' }), h('div.row', {}, range, el.brightnessPct)),
+    el.timeout.box);
+  return [el.screenTitle, el.screen];
+}
+
+function timeoutText(seconds) {
+  if (seconds === 0) return t('settings.timeout_never');
+  if (seconds % 3600 === 0) return t('settings.timeout_h', { n: seconds / 3600 });
+  if (seconds % 60 === 0) return t('settings.timeout_min', { n: seconds / 60 });
+  return t('settings.timeout_s', { n: seconds });
+}
+
+function renderScreen() {
+  const screen = node.get('screen');
+  const shown = Boolean(screen && typeof screen === 'object' && screen.available);
+  el.screenTitle.hidden = !shown;
+  el.screen.hidden = !shown;
+  if (!shown) return;
+  brightness.set(screen.brightness);
+  if (document.activeElement === el.timeout.select) return; // a list open under a finger stays as it is
+  const pairs = [...new Set([...TIMEOUTS, screen.timeout_s])].sort((a, b) => a - b).map((s) => [s, timeoutText(s)]);
+  fill(el.timeout.select, pairs, screen.timeout_s);
+}
+
+function mountKnob() {
+  el.knobTitle = h('h2', { i18n: 'settings.knob', hidden: true });
+  el.gestures = {};
+  const boxes = [];
+  for (const [gesture, label] of Object.entries(GESTURES)) {
+    el.gestures[gesture] = choice(`knob-${gesture}`, label, (value) => node.send('knob/config/set', { [gesture]: value }));
+    boxes.push(el.gestures[gesture].box);
+  }
+  el.step = choice('knob-step', 'settings.knob_step', (value) => node.send('knob/config/set', { step: Number(value) }));
+  el.knob = h('div.fields', { id: 'knob-settings', hidden: true }, ...boxes, el.step.box);
+  return [el.knobTitle, el.knob];
+}
+
+function renderKnob() {
+  const knob = node.get('knob');
+  const config = node.get('knob/config');
+  // A node whose knob is not there (no GPIO) offers nothing to set for it here.
+  const shown = Boolean(knob && typeof knob === 'object' && knob.available && config && typeof config === 'object');
+  el.knobTitle.hidden = !shown;
+  el.knob.hidden = !shown;
+  if (!shown) return;
+  const actions = Object.entries(ACTIONS).map(([action, key]) => [action, t(key)]);
+  for (const [gesture, { select }] of Object.entries(el.gestures)) {
+    if (document.activeElement !== select) fill(select, actions, config[gesture]);
+  }
+  if (document.activeElement !== el.step.select) fill(el.step.select, STEPS.map((n) => [n, `${n} %`]), config.step);
 }
 
 function renderLanguages() {
@@ -151,6 +249,8 @@ function submit(path) {
 
 function update(paths) {
   if (!paths || paths.has('ui')) renderLanguages();
+  if (!paths || paths.has('screen')) renderScreen();
+  if (!paths || paths.has('knob') || paths.has('knob/config')) renderKnob();
   const all = configPaths();
   if (!all.length) {
     clear(el.configs, h('p.dim', { i18n: 'settings.none' }));
