@@ -37,8 +37,13 @@ def base_context(
     data_dir: str = "/var/lib/milo",
     config: str = "/etc/milo/milo.toml",
     gpio: bool = True,
+    http_port: int = 8080,
+    **daemons: Any,
 ) -> dict[str, Any]:
-    """What every template may use: who runs it, where its files are. Daemons' templates add their own."""
+    """What every template may use: who runs it, where its files are, where the programs are.
+
+    `daemons` overrides a program's path or adds a key a daemon's template needs.
+    """
     groups = ["audio", *(["gpio"] if gpio else [])]
     return {
         "milo": milo,
@@ -47,4 +52,11 @@ def base_context(
         "data_dir": data_dir,
         "config": config,
         "gpio": gpio,
+        "http_port": http_port,
+        "node_unit": "milo.service",
+        # The kiosk: cage (a Wayland kiosk compositor) on this console, Chromium in it.
+        "tty": "tty1",
+        "cage": "/usr/bin/cage",
+        "chromium": "/usr/bin/chromium",
+        **daemons,
     }

@@ -111,8 +111,11 @@ class Knob(Subsystem[KnobState, KnobConfig]):
         self._held = False
         self._clicks = 0
 
+    # While it does not run, its own state says so (available: false, with the reason).
+    absent_model: ClassVar[type[BaseModel] | None] = None
+
     @classmethod
-    def absent_state(cls, reason: str) -> BaseModel | None:
+    def absent_state(cls, status: str, reason: str) -> BaseModel:
         return KnobState(available=False, error=reason)
 
     # Life ------------------------------------------------------------------------------------------

@@ -125,8 +125,11 @@ class Screen(Subsystem[ScreenState, ScreenConfig]):
         self._saving: dict[str, int] = {}
         self._save_wanted = asyncio.Event()
 
+    # While it does not run, its own state says so (available: false, with the reason).
+    absent_model: ClassVar[type[BaseModel] | None] = None
+
     @classmethod
-    def absent_state(cls, reason: str) -> BaseModel | None:
+    def absent_state(cls, status: str, reason: str) -> BaseModel:
         return ScreenState(available=False, on=False, error=reason)
 
     # Life ------------------------------------------------------------------------------------------

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import shutil
 import subprocess
 import sys
@@ -31,8 +32,13 @@ def test_unit_renders_and_verifies(unit: str, tmp_path: Path) -> None:
     done = subprocess.run(
         [analyze, "verify", "--man=no", str(path)], capture_output=True, text=True, timeout=60, check=False
     )
-    problems = [line for line in done.stderr.splitlines() if str(path) in line or "Failed" in line]
-    assert done.returncode == 0 and not problems, done.stderr
+    # A program this machine has not installed (cage, go-librespot...) is the one complaint let through.
+    missing = re.compile(r"Command (\S+) is not executable: No such file or directory")
+    lines = [line for line in done.stderr.splitlines() if line.strip()]
+    absent = [m.group(1) for line in lines if (m := missing.search(line)) and not Path(m.group(1)).exists()]
+    problems = [line for line in lines if not missing.search(line)]
+    assert not problems, done.stderr
+    assert done.returncode == 0 or absent, done.stderr
 
 
 def test_every_source_names_an_existing_unit_template() -> None:
