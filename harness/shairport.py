@@ -1,16 +1,15 @@
-"""AirPlay without a phone: a sender for the real shairport-sync, its pipe's writer, and a stand-in daemon.
+"""AirPlay without a phone: a sender for the real shairport-sync, its pipe's writer, and a stand-in daemon."""
 
-- `RaopSender`: the control side of an AirPlay 1 sender (RTSP: ANNOUNCE, SETUP, RECORD, metadata,
-  cover, progress, FLUSH, TEARDOWN) with the headers a phone sends, so the real shairport-sync
-  writes its real metadata items. It sends no audio: what only audio causes (`prsm`) comes from
-  `PipeWriter`.
-- `DacpServer`: the sender's remote-control HTTP server; `publish_dacp` announces it through Avahi.
-- `PipeWriter`: writes items into the metadata FIFO exactly as shairport-sync 3.3.8 does.
-- `private_mdns`: a private D-Bus system bus and an Avahi daemon on loopback, which shairport-sync
-  needs to start at all, touching neither the machine's bus nor its Avahi.
-- `python -m harness.shairport`: a stand-in daemon for machines where the real one cannot run: it
-  answers `-V`, reads `-c`, opens the RTSP port and creates the FIFO, and does nothing else.
-"""
+# - RaopSender: the control side of an AirPlay 1 sender (RTSP: ANNOUNCE, SETUP, RECORD, metadata,
+#   cover, progress, FLUSH, TEARDOWN) with the headers a phone sends, so the real shairport-sync
+#   writes its real metadata items. It sends no audio: what only audio causes (`prsm`) comes from
+#   PipeWriter.
+# - DacpServer: the sender's remote-control HTTP server; publish_dacp announces it through Avahi.
+# - PipeWriter: writes items into the metadata FIFO exactly as shairport-sync 3.3.8 does.
+# - private_mdns: a private D-Bus system bus and an Avahi daemon on loopback, which shairport-sync
+#   needs to start at all, touching neither the machine's bus nor its Avahi.
+# - `python -m harness.shairport`: a stand-in daemon for machines where the real one cannot run: it
+#   answers -V, reads -c, opens the RTSP port and creates the FIFO, and does nothing else.
 
 from __future__ import annotations
 

@@ -54,7 +54,7 @@ RTP_RATE = 44100  # AirPlay 1's RTP clock, which `prgr` counts in
 READY_POLL_S = 0.02
 # It binds its RTSP port before it registers with Avahi, and exits at once when that fails: a
 # process still alive this long after its port opened has announced itself.
-SETTLE_S = 0.3
+SETTLE_S = 0.15
 STOP_TIMEOUT_S = 3.0
 
 Backend = Literal["alsa", "dummy"]
