@@ -13,6 +13,7 @@ from pydantic import TypeAdapter
 from harness.alsa_sinks import sink_config, sinks_dir
 from harness.net import free_port
 from harness.pulse import Pulse
+from harness.shairport import fake_program
 from node import registry
 from node.framework.store import Store
 from node.framework.subsystem import Status, Subsystem
@@ -42,6 +43,8 @@ def environment(tmp_path: Path) -> dict[str, dict[str, Any]]:
         "volume": {"device": "pulse", "control": "Master"},
         # Nothing leaves the machine: a directory that refuses connections, no index download.
         "radio": {"directory_url": f"http://127.0.0.1:{free_port()}", "index_refresh_h": 0},
+        # shairport-sync needs an Avahi daemon: the stand-in (same config file, port and pipe) runs anywhere.
+        "airplay": {"program": str(fake_program(tmp_path / "bin")), "port": free_port()},
     }
 
 
