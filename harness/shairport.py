@@ -17,6 +17,7 @@ import asyncio
 import base64
 import contextlib
 import os
+import queue
 import re
 import shutil
 import signal
@@ -304,15 +305,29 @@ publish-workstation=no
 
 
 def _wait_line(proc: subprocess.Popen[str], wanted: str, what: str) -> None:
-    assert proc.stdout is not None
-    seen = []
+    """Until `proc` prints `wanted`; its output is read (and dropped) by a thread from then on."""
+    lines: queue.Queue[str | None] = queue.Queue()
+    stream = proc.stdout
+    assert stream is not None
+
+    def pump() -> None:
+        for line in stream:
+            lines.put(line)
+        lines.put(None)
+
+    threading.Thread(target=pump, daemon=True).start()
+    seen: list[str] = []
     deadline = time.monotonic() + START_TIMEOUT
-    for line in proc.stdout:
+    while (left := deadline - time.monotonic()) > 0:
+        try:
+            line = lines.get(timeout=left)
+        except queue.Empty:
+            break
+        if line is None:
+            break
         seen.append(line)
         if wanted in line:
             return
-        if time.monotonic() > deadline:
-            break
     raise RuntimeError(f"{what} did not start: {''.join(seen[-10:])}")
 
 
@@ -372,10 +387,6 @@ def private_mdns(folder: Path) -> Iterator[dict[str, str]]:
             avahi_cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
         )
         _wait_line(avahi, "Server startup complete", "avahi-daemon")
-        # Keep draining their output so a full pipe never blocks them.
-        for stream in (bus.stdout, avahi.stdout):
-            assert stream is not None
-            threading.Thread(target=lambda s=stream: [None for _ in s], daemon=True).start()
         yield {"DBUS_SYSTEM_BUS_ADDRESS": env["DBUS_SYSTEM_BUS_ADDRESS"]}
     finally:
         for daemon in (avahi, bus):
@@ -386,6 +397,8 @@ def private_mdns(folder: Path) -> Iterator[dict[str, str]]:
                 except subprocess.TimeoutExpired:
                     daemon.kill()
                     daemon.wait(5)
+            if daemon is not None and daemon.stdout is not None:
+                daemon.stdout.close()
 
 
 @contextlib.asynccontextmanager

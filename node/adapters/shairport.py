@@ -366,6 +366,7 @@ class ShairportProcess:
         return self._proc.pid if self._proc is not None else None
 
     async def start(self) -> None:
+        self.started_at = time.monotonic()  # a start that fails at once counts as a short run
         path = shutil.which(self.program)
         if path is None:
             raise ShairportError(f"{self.program} is not installed (apt install shairport-sync)")
@@ -384,7 +385,6 @@ class ShairportProcess:
             )
         except OSError as exc:
             raise ShairportError(f"cannot run {path}: {exc}") from None
-        self.started_at = time.monotonic()
         self._drain = asyncio.create_task(self._read_log(self._proc), name="shairport-log")
         try:
             await self._wait_ready(self._proc)

@@ -374,8 +374,7 @@ async def test_a_routing_change_while_playing_moves_by_pause_and_resume(
     async with airplay_node(run_node, tmp_path) as (r, p), publish_dacp(DACP_ID, dacp.port, mdns.env):
         await state(p, r, lambda s: s["state"] == "idle")
         pid = running_pid(r)
-        sender = RaopSender(int(airplay_config(r)["port"]))
-        await sender.connect()
+        sender = await connected(p, r, RaopSender(int(airplay_config(r)["port"])))
         writer = PipeWriter(pipe_of(r))
         writer.ssnc("prsm")
         await state(p, r, lambda s: s["state"] == "playing" and s["remote"])
@@ -398,8 +397,7 @@ async def test_without_remote_control_a_move_while_playing_restarts_it(
     async with airplay_node(run_node, tmp_path) as (r, p):
         await state(p, r, lambda s: s["state"] == "idle")
         pid = running_pid(r)
-        sender = RaopSender(int(airplay_config(r)["port"]), dacp_id="77777777")
-        await sender.connect()
+        sender = await connected(p, r, RaopSender(int(airplay_config(r)["port"]), dacp_id="77777777"))
         writer = PipeWriter(pipe_of(r))
         writer.ssnc("prsm")
         await state(p, r, lambda s: s["state"] == "playing" and not s["remote"])
@@ -410,6 +408,18 @@ async def test_without_remote_control_a_move_while_playing_restarts_it(
         assert running_pid(r) not in (None, pid)
         await sender.close()
         writer.close()
+
+
+async def connected(p: Probe, r: Running, sender: RaopSender) -> RaopSender:
+    """The sender has connected and every item that caused has been read.
+
+    shairport-sync writes its items from a queue of its own: a volume change sent last and seen
+    in the state means the RECORD's flush has been read too, before the test writes into the pipe.
+    """
+    await sender.connect()
+    await sender.volume(-10.0)
+    await state(p, r, lambda s: s["state"] == "buffering" and s["volume_db"] == -10.0)
+    return sender
 
 
 def running_pid(r: Running) -> int | None:

@@ -321,7 +321,12 @@ class Airplay(Source[AirplayState, AirplayConfig]):
     def _spawn(self, coro: Any) -> None:
         task = asyncio.create_task(coro)
         self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        task.add_done_callback(self._done)
+
+    def _done(self, task: asyncio.Task[Any]) -> None:
+        self._tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            self.log.warning("airplay: moving to %s failed: %s", self.state.device, task.exception())
 
 
 def _store_new(image: bytes, logos: Path) -> tuple[LogoInfo, bool]:
