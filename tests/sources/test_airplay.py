@@ -500,3 +500,32 @@ async def test_old_covers_are_removed_and_only_its_own(run_node: NodeFactory, tm
         kept = sorted(x.name for x in logos.iterdir())
         assert kept == sorted([uploaded.name, *(u.removeprefix("/logos/") for u in urls[-2:])])
         writer.close()
+
+
+async def test_under_systemd_it_restarts_the_unit_instead_of_starting_a_child(
+    run_node: NodeFactory, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A systemctl that records its calls stands in for systemd, which this machine does not run."""
+    bin_dir = tmp_path / "bin"
+    program = fake_program(bin_dir)
+    calls = tmp_path / "systemctl.log"
+    # Inactive until restarted, as a unit that never ran.
+    (bin_dir / "systemctl").write_text(
+        f'#!/bin/sh\necho "$@" >> "{calls}"\n'
+        f'case "$1" in is-active) grep -q "^restart" "{calls}" ;; *) exit 0 ;; esac\n'
+    )
+    (bin_dir / "systemctl").chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
+    async with airplay_node(run_node, tmp_path, service="systemd", program=str(program)) as (r, p):
+        await state(p, r, lambda s: s["state"] == "idle")
+        # A new config file: the unit is restarted to read it (an unchanged one running is left alone).
+        assert calls.read_text().splitlines() == ["restart shairport-sync.service"]
+        assert running_pid(r) is None  # no child of the node
+        writer = PipeWriter(pipe_of(r))  # the node made the FIFO the unit's daemon writes
+        writer.session()
+        await state(p, r, lambda s: s["state"] == "buffering")
+        mark = p.mark()
+        await p.publish(f"{r.base}/source/airplay/set", "stop")
+        await state(p, r, lambda s: s["state"] == "idle", after=mark)
+        assert calls.read_text().splitlines()[-1] == "restart shairport-sync.service"
+        writer.close()
