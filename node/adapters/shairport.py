@@ -3,7 +3,8 @@
 # One module for one program: what the node writes for it (a libconfig file), how it is started and
 # watched (a child process, or its systemd unit), what it says (the metadata pipe) and the remote
 # control it hands on (DACP: the sender's own HTTP server, reached with the token shairport-sync saw).
-# Everything that fails at this edge becomes a ShairportError.
+# Everything that fails at this edge becomes a ShairportError. Kept whole (~550 lines) because it is
+# one program's edge: each part is short, and split up they would only import each other.
 
 from __future__ import annotations
 
