@@ -17,6 +17,8 @@ packages=(
     libmpv2            # the radio player (python-mpv loads libmpv.so.2)
     lame               # tests: encode the MP3 that the local ICY stream server plays
     chromium           # tests/ui: the real page in headless Chromium; also the kiosk browser of the touch screen
+    shairport-sync     # the AirPlay receiver (pulls avahi-daemon, which announces it, and dbus)
+    avahi-utils        # tests: avahi-publish announces a fake sender's remote control on a private Avahi
 )
 
 missing=()
@@ -33,4 +35,12 @@ DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recomme
 # The Debian package enables a system-wide mosquitto on 1883; the node's embedded broker wants that port.
 if command -v systemctl >/dev/null 2>&1 && systemctl is-enabled mosquitto >/dev/null 2>&1; then
     $sudo systemctl disable --now mosquitto >/dev/null 2>&1 || true
+fi
+# The package's own shairport-sync would announce a second AirPlay receiver and hold port 5000 and its bus
+# names: the node runs its own, configured by it (systemd/shairport-sync.service.j2 or a child process).
+if [ -d /run/systemd/system ]; then
+    $sudo systemctl disable --now shairport-sync >/dev/null 2>&1 || true
+elif [ -x /etc/init.d/shairport-sync ]; then  # no systemd (a container): its init script, unless policy-rc.d kept it
+    $sudo /etc/init.d/shairport-sync stop >/dev/null 2>&1 || true
+    $sudo update-rc.d shairport-sync disable >/dev/null 2>&1 || true
 fi

@@ -13,6 +13,7 @@ from pydantic import TypeAdapter
 from harness.alsa_sinks import sink_config, sinks_dir
 from harness.net import free_port
 from harness.pulse import Pulse
+from harness.shairport import fake_program
 from node import registry
 from node.framework.store import Store
 from node.framework.subsystem import Status, Subsystem
@@ -46,6 +47,8 @@ def environment(tmp_path: Path) -> dict[str, dict[str, Any]]:
         "knob": {"pin_factory": "mock"},
         # A sysfs-like backlight directory of its own.
         "screen": {"backlight": str(fake_backlight(tmp_path))},
+        # shairport-sync needs an Avahi daemon: the stand-in (same config file, port and pipe) runs anywhere.
+        "airplay": {"program": str(fake_program(tmp_path / "bin")), "port": free_port()},
     }
 
 
