@@ -88,6 +88,7 @@ class Runner:
         self._inbox: asyncio.Queue[Message] = asyncio.Queue()
         self._consumer: asyncio.Task[None] | None = None
         self._load_problems: list[str] = []
+        self._config_problem = ""
         self._side_tasks: set[asyncio.Task[None]] = set()
         # Watched messages that arrive while the subsystem sets up; None once it runs.
         self._priming: list[Message] | None = None
@@ -119,6 +120,13 @@ class Runner:
         unknown = set(stored.config) - set(self.cls.Config.model_fields)
         if unknown:
             raise ValueError(f"unknown config keys {sorted(unknown)}")
+        # Values of the wrong type ("enabled": "maybe") make the file unusable too: set aside and
+        # reported like a corrupt one, instead of leaving the subsystem down without a word.
+        base = self.file_config if self._file_ok() else {}
+        try:
+            self.cls.Config.model_validate(merge(base, stored.config))
+        except ValidationError as exc:
+            raise ValueError(f"invalid config values: {format_validation(exc, self.cls.Config)}") from None
         self.cls.Data.model_validate(stored.data)
 
     def _effective(self, overrides: dict[str, Any]) -> SubsystemConfig:
@@ -139,7 +147,11 @@ class Runner:
             self.config = self._effective(self.stored.config)
         except ValidationError as exc:
             self.config = None
-            self._set_status(Status.CONFIG_ERROR, format_validation(exc, self.cls.Config))
+            detail = format_validation(exc, self.cls.Config)
+            self._set_status(Status.CONFIG_ERROR, detail)
+            problem = f"config file section [{self.name}] is invalid: {detail}"
+            self._config_problem = problem
+            self.node.board.notice(f"{self.name}: {problem}")
 
     # Life ----------------------------------------------------------------------------------------
     async def start(self) -> None:
@@ -159,6 +171,8 @@ class Runner:
             await self.report(
                 self.topics.of(f"{self.cls.state_topic()}/config"), b"", "corrupt_store", problem
             )
+        if self._config_problem:
+            await self.report(self.t_config, b"", "config_error", self._config_problem)
         if self.config is not None:
             await self._publish_config()
             self._apply_enabled()

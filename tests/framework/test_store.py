@@ -95,3 +95,31 @@ async def test_corrupt_store_is_reported_on_error_and_in_info(
     assert [p.name for p in data.iterdir() if ".corrupt-" in p.name]
     # The defaults are not written back until someone changes something: nothing is lost by starting.
     assert not (data / "counter.json").exists()
+
+
+async def test_a_stored_config_of_the_wrong_type_is_set_aside_and_reported(
+    run_node: NodeFactory, tmp_path: Path
+) -> None:
+    data = tmp_path / "data"
+    Store(data).save("counter", StoredFile(config={"enabled": "maybe"}))
+    async with run_node(data_dir=data) as r, probe(r.port) as p:
+        await p.subscribe(f"{r.base}/info", f"{r.base}/counter")
+        info = await p.wait_for(
+            f"{r.base}/info", lambda g: g.json()["subsystems"]["counter"]["status"] == "running"
+        )
+        assert any("counter.json is corrupt" in n and "enabled" in n for n in info.json()["notices"])
+        assert "value" in (await p.wait_for(f"{r.base}/counter")).json()
+    assert list(data.glob("counter.json.corrupt-*"))
+
+
+async def test_an_invalid_config_file_section_is_reported_not_only_left_down(
+    run_node: NodeFactory, tmp_path: Path
+) -> None:
+    async with run_node(sections={"counter": {"enabled": "maybe"}}) as r, probe(r.port) as p:
+        await p.subscribe(f"{r.base}/info", f"{r.base}/counter")
+        info = await p.wait_for(
+            f"{r.base}/info", lambda g: g.json()["subsystems"]["counter"]["status"] == "config_error"
+        )
+        assert any("[counter] is invalid" in n for n in info.json()["notices"])
+        state = await p.wait_for(f"{r.base}/counter")
+        assert state.json()["status"] == "config_error"
