@@ -16,7 +16,7 @@ from typing import Any
 from broker import BrokerSettings, EmbeddedBroker, InboundMessage
 from node import __version__, registry
 from node.config import NodeConfig
-from node.framework.bus import BrokerURL, Bus, LocalBus
+from node.framework.bus import BrokerURL, Bus, LocalBus, Message
 from node.framework.runner import Backoff, Runner
 from node.framework.store import Store
 from node.framework.subsystem import NodeFacts, StatusBoard, Subsystem
@@ -55,6 +55,8 @@ class Node:
         self.runners: list[Runner] = []
         self.started = time.time()
         self._saved_alsa_env: str | None = None
+        self._stopping = False
+        self._tasks: set[asyncio.Task[None]] = set()
         self._alsa_env_set = False
 
     @property
@@ -135,6 +137,8 @@ class Node:
                 async with asyncio.timeout(READY_TIMEOUT):
                     await runner.ready.wait()
         await bus.publish(self.topics.status, b"online", retain=True)
+        # Someone else's `offline` (or an empty retained message) would stay until a restart.
+        await bus.subscribe(self.topics.status, self._on_status)
         bus.on_connect(self._republish)
         self._log_start()
         # Start-up objects live as long as the process: keep them out of the collector's way, so
@@ -181,7 +185,18 @@ class Node:
         for runner in self.runners:
             await runner.republish()
 
+    def _on_status(self, message: Message) -> None:
+        if message.payload == b"online" or self._stopping or self.bus is None:
+            return
+        logger.warning("another client set %s to %r; said online again", message.topic, message.payload[:20])
+        task = asyncio.create_task(self.bus.publish(self.topics.status, b"online", retain=True))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
     async def stop(self) -> None:
+        self._stopping = True
+        if self.bus is not None:
+            await self.bus.unsubscribe(self.topics.status, self._on_status)
         for runner in reversed(self.runners):
             await runner.stop()
         if self.bus is not None:

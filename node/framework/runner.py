@@ -19,6 +19,8 @@ from node.framework.subsystem import Context, NodeFacts, Status, Subsystem, Subs
 from node.framework.topics import Topics
 
 STOP_TIMEOUT = 5.0
+# Statuses in which the state topic holds the absent record, not a state.
+ABSENT = frozenset({Status.DISABLED, Status.UNAVAILABLE, Status.CRASHED, Status.CONFIG_ERROR})
 
 
 def merge(base: dict[str, Any], update: dict[str, Any]) -> dict[str, Any]:
@@ -89,6 +91,7 @@ class Runner:
         self._consumer: asyncio.Task[None] | None = None
         self._load_problems: list[str] = []
         self._config_problem = ""
+        self._absent_payload: bytes | None = None  # what the state topic says while it does not run
         self._side_tasks: set[asyncio.Task[None]] = set()
         # Watched messages that arrive while the subsystem sets up; None once it runs.
         self._priming: list[Message] | None = None
@@ -165,6 +168,8 @@ class Runner:
             *self.t_requests,
             *self.t_owned_set,
             *self.t_owned_get,
+            # Its own state topic: overwritten or cleared by another client, it is said again.
+            self.t_state,
         ):
             await self.bus.subscribe(topic, self._enqueue)
         for problem in self._load_problems:
@@ -281,7 +286,24 @@ class Runner:
 
     async def _publish_absent(self, status: Status, reason: str) -> None:
         state = self.cls.absent_state(status.value, reason[:2000])
-        await self.bus.publish(self.t_state, state.model_dump_json().encode(), retain=True)
+        self._absent_payload = state.model_dump_json().encode()
+        await self.bus.publish(self.t_state, self._absent_payload, retain=True)
+
+    async def _defend(self, message: Message) -> None:
+        """The node's state topics hold the node's truth: a foreign value or a clearing is undone.
+
+        On a broker whose ACL lets other clients publish there (an external one), a spoofed
+        retained `volume` would otherwise be what every new subscriber sees.
+        """
+        instance = self.instance
+        if instance is not None and self.status is Status.RUNNING:
+            if instance._published is None or message.payload in instance.recent_sends:
+                return
+            self.log.warning("%s: another client overwrote %s; said again", self.name, self.t_state)
+            await instance.echo()
+        elif self.status in ABSENT and self._absent_payload not in (None, message.payload):
+            self.log.warning("%s: another client overwrote %s; said again", self.name, self.t_state)
+            await self.bus.publish(self.t_state, self._absent_payload or b"", retain=True)
 
     def _absent(self, status: Status, reason: str) -> None:
         task = asyncio.create_task(self._publish_absent(status, reason))
@@ -307,6 +329,9 @@ class Runner:
 
     async def _handle(self, message: Message) -> None:
         topic = message.topic
+        if topic == self.t_state:
+            await self._defend(message)
+            return
         is_command = (
             topic in (self.t_set, self.t_get, self.t_config_set, self.t_config_get)
             or topic in self.t_requests

@@ -5,6 +5,7 @@
 from __future__ import annotations
 
 import asyncio
+import collections
 import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -214,6 +215,9 @@ class Subsystem(Generic[StateT, ConfigT]):
         # How many times the state and each owned topic went out: the Runner echoes a command that
         # published nothing, so every accepted command is answered by its state topic.
         self.state_sends = 0
+        # What this subsystem itself put on its state topic lately: an echo of one of them, arriving
+        # after a newer one went out, is not someone else overwriting the state.
+        self.recent_sends: collections.deque[bytes] = collections.deque(maxlen=16)
         self.owned_sends: dict[str, int] = {}
 
     @classmethod
@@ -315,6 +319,7 @@ class Subsystem(Generic[StateT, ConfigT]):
 
     async def _send_state(self, data: bytes) -> None:
         self._published = data
+        self.recent_sends.append(data)
         self.state_sends += 1
         await self.ctx.bus.publish(self.ctx.topics.of(self.state_topic()), data, retain=True)
 

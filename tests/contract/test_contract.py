@@ -245,3 +245,23 @@ async def test_an_unknown_key_set_to_null_is_named_not_dropped(
         err = (await p.wait_for(f"{r.base}/error")).json()
         assert err["code"] == "invalid_config"
         assert err["error"] == "lable: unknown key (did you mean 'label'?)"
+
+
+async def test_the_node_defends_its_status_and_state_topics(run_node: NodeFactory, broker_kind: str) -> None:
+    # On a broker whose ACL lets anyone publish there (mosquitto here), a spoofed or cleared retained
+    # state is said again at once, and so is the node's `online`.
+    async with run_node(broker_kind) as r, probe(r.port) as p:
+        state, status = f"{r.base}/counter", f"{r.base}/status"
+        await p.subscribe(state, status)
+        await p.wait_for(state)
+        for forged in (b'{"value": 99, "label": "spoofed"}', b""):
+            mark = p.mark()
+            await p.publish(state, forged, retain=True)
+            await p.wait_for(state, lambda g: g.payload and g.json() == {"value": 0, "label": ""}, after=mark)
+        mark = p.mark()
+        await p.publish(status, "offline", retain=True)
+        await p.wait_for(status, lambda g: g.text == "online", after=mark)
+    # What a new subscriber sees is the node's, not the forgery.
+    async with run_node(broker_kind) as r, probe(r.port) as p:
+        await p.subscribe(f"{r.base}/counter")
+        assert (await p.wait_for(f"{r.base}/counter")).json().get("label") == ""
