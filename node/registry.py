@@ -9,6 +9,7 @@ from node.adapters.alsa import loopback_subdevices
 from node.framework.subsystem import SourceSpec, Subsystem
 from node.sources import Source
 from node.sources.radio import Radio
+from node.sources.spotify import Spotify
 from node.subsystems.equalizer import Equalizer
 from node.subsystems.info import Info
 from node.subsystems.player import Player
@@ -18,7 +19,10 @@ from node.subsystems.volume import Volume
 
 # Explicit and type-checked (see shared/STYLE.md §6). A new source is one line here, in the order a UI
 # lists the sources; its Loopback subdevice comes from its class, not from this order.
-SOURCES: tuple[type[Source[Any, Any]], ...] = (Radio,)
+SOURCES: tuple[type[Source[Any, Any]], ...] = (
+    Spotify,
+    Radio,
+)
 
 # Start order: the router writes asound.conf before the others open ALSA devices; the sources start
 # before the player, which aggregates them.

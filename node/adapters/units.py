@@ -37,6 +37,9 @@ def base_context(
     data_dir: str = "/var/lib/milo",
     config: str = "/etc/milo/milo.toml",
     gpio: bool = True,
+    go_librespot: str = "/usr/local/bin/go-librespot",
+    roc_recv: str = "/usr/local/bin/roc-recv",
+    roc_ports: tuple[int, int, int] = (10011, 10012, 10013),
 ) -> dict[str, Any]:
     """What every template may use: who runs it, where its files are. Daemons' templates add their own."""
     groups = ["audio", *(["gpio"] if gpio else [])]
@@ -47,4 +50,9 @@ def base_context(
         "data_dir": data_dir,
         "config": config,
         "gpio": gpio,
+        # Daemons built by hand on a Pi (README: Spotify and ROC); the roc-recv unit listens on loopback
+        # ports behind the node's relay (source, repair, control), the same as the roc source's unit_ports.
+        "go_librespot": go_librespot,
+        "roc_recv": roc_recv,
+        "roc_ports": roc_ports,
     }
