@@ -9,6 +9,7 @@ from node.adapters.alsa import loopback_subdevices
 from node.framework.subsystem import SourceSpec, Subsystem
 from node.sources import Source
 from node.sources.radio import Radio
+from node.sources.roc import Roc
 from node.sources.spotify import Spotify
 from node.subsystems.equalizer import Equalizer
 from node.subsystems.info import Info
@@ -21,6 +22,7 @@ from node.subsystems.volume import Volume
 # lists the sources; its Loopback subdevice comes from its class, not from this order.
 SOURCES: tuple[type[Source[Any, Any]], ...] = (
     Spotify,
+    Roc,
     Radio,
 )
 
