@@ -1,12 +1,11 @@
-"""A fake go-librespot v0.9: its command line, config.yml, HTTP API and /events WebSocket, on 127.0.0.1.
+"""A fake go-librespot v0.9: its command line, config.yml, HTTP API and /events WebSocket, on 127.0.0.1."""
 
-`python -m harness.go_librespot --config_dir DIR` behaves as `go-librespot --config_dir DIR` does in
-the reference (shared/reference/go-librespot.md): it reads DIR/config.yml (unknown keys are refused, so a
-template typo fails a test), locks the directory, serves the API on `server.address:server.port` with
-go-librespot's status codes (204 "no session", empty-body 200s for the control calls, 400, 404, 405, 500)
-and broadcasts the events of the reference. There is no Spotify behind it: a test plays the phone
-through `/_fake/...` paths, which go-librespot does not have and the node never calls.
-"""
+# `python -m harness.go_librespot --config_dir DIR` behaves as `go-librespot --config_dir DIR` does in
+# the reference (shared/reference/go-librespot.md): it reads DIR/config.yml (unknown keys are refused, so a
+# template typo fails a test), locks the directory, serves the API on `server.address:server.port` with
+# go-librespot's status codes (204 "no session", empty-body 200s for the control calls, 400, 404, 405, 500)
+# and broadcasts the events of the reference. There is no Spotify behind it: a test plays the phone
+# through `/_fake/...` paths, which go-librespot does not have and the node never calls.
 
 from __future__ import annotations
 

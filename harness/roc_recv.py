@@ -1,15 +1,14 @@
-"""A fake roc-recv: roc-toolkit 0.4's command line, real UDP on its endpoints, the audio into its PCM.
+"""A fake roc-recv: roc-toolkit 0.4's command line, real UDP on its endpoints, the audio into its PCM."""
 
-`python -m harness.roc_recv -s rtp+rs8m://127.0.0.1:P -r rs8m://... -c rtcp://... -o alsa://PCM` binds
-the three endpoints as roc-recv does (exit status 1 and a message when it cannot), takes RTP packets of
-L16 stereo 44.1 kHz (payload type 10, roc's default) on the source endpoint and writes their samples
-into the ALSA PCM (or a `file:` path), answers RTCP on the control endpoint with a receiver report, and
-counts repair packets. The audio it writes is capped (MAX_SECONDS, MAX_BYTES): it never fills a disk.
-
-With FAKE_ROC_LOG=<file> it appends JSON lines a test reads: `start` (pid, argv, output), `first_audio`
-and, at exit, `stop` with the first and last audio times (time.monotonic_ns, shared by every process
-of the machine), the first and last RTP sequence numbers written, and the packet counts.
-"""
+# `python -m harness.roc_recv -s rtp+rs8m://127.0.0.1:P -r rs8m://... -c rtcp://... -o alsa://PCM` binds
+# the three endpoints as roc-recv does (exit status 1 and a message when it cannot), takes RTP packets of
+# L16 stereo 44.1 kHz (payload type 10 of RFC 3551) on the source endpoint and writes their samples
+# into the ALSA PCM (or a `file:` path), answers RTCP on the control endpoint with a receiver report, and
+# counts repair packets. The audio it writes is capped (MAX_SECONDS, MAX_BYTES): it never fills a disk.
+#
+# With FAKE_ROC_LOG=<file> it appends JSON lines a test reads: `start` (pid, argv, output), `first_audio`
+# and, at exit, `stop` with the first and last audio times (time.monotonic_ns, shared by every process
+# of the machine), the first and last RTP sequence numbers written, and the packet counts.
 
 from __future__ import annotations
 

@@ -10,7 +10,7 @@ import struct
 import time
 
 RATE = 44100
-PAYLOAD_TYPE = 10  # L16 stereo 44.1 kHz, roc's default packet encoding
+PAYLOAD_TYPE = 10  # L16 stereo 44.1 kHz (RFC 3551), what the fake roc-recv plays
 REPAIR_EVERY = 5  # one repair packet per this many source packets (RS8M's ratio is about that)
 RTCP_EVERY_S = 1.0
 
