@@ -76,7 +76,7 @@ class RocConfig(SourceConfig):
     )
 
 
-@dataclass
+@dataclass(eq=False)
 class _Receiver:
     """One roc-recv the node runs: the PCM it plays into and the loopback ports it listens on."""
 
@@ -119,6 +119,7 @@ class Roc(Source[RocState, RocConfig]):
     async def setup(self) -> None:
         cfg = self.config
         self._receiver = None
+        self._retiring: set[_Receiver] = set()  # moved away from, playing out their buffer
         self._tasks: set[asyncio.Task[Any]] = set()
         self._names: dict[str, str | None] = {}
         self._want = ""  # the PCM the receiver should play into
@@ -144,9 +145,10 @@ class Roc(Source[RocState, RocConfig]):
         for task in [*getattr(self, "_tasks", ()), getattr(self, "_mover", None)]:
             if task is not None:
                 task.cancel()
-        receiver = getattr(self, "_receiver", None)
-        if receiver is not None:
-            await receiver.stop()
+        receivers = [getattr(self, "_receiver", None), *getattr(self, "_retiring", ())]
+        for receiver in receivers:
+            if receiver is not None:
+                await receiver.stop()
 
     async def on_config(self, old: RocConfig, new: RocConfig) -> bool:
         if {k for k in RocConfig.model_fields if getattr(old, k) != getattr(new, k)} <= {"resolve_names"}:
@@ -193,7 +195,12 @@ class Roc(Source[RocState, RocConfig]):
         task = asyncio.create_task(child.run(), name=f"roc-recv-{pcm}")
         receiver = _Receiver(child, task, ports, pcm)
         listening = [ports.source, ports.repair, ports.control]
-        if not await wait_bound(listening, cfg.start_timeout_s, alive=lambda: not task.done()):
+        try:
+            bound = await wait_bound(listening, cfg.start_timeout_s, alive=lambda: not task.done())
+        except asyncio.CancelledError:
+            await receiver.stop()  # torn down meanwhile: this one is nobody's
+            raise
+        if not bound:
             self.log.warning("roc: roc-recv on %s does not listen after %.0f s", pcm, cfg.start_timeout_s)
         return receiver
 
@@ -221,11 +228,13 @@ class Roc(Source[RocState, RocConfig]):
             listening = (time.monotonic() - started) * 1000
             self.log.info("roc: receiving into %s (roc-recv listening after %.0f ms)", new.pcm, listening)
             if old is not None:
+                self._retiring.add(old)
                 self._spawn(self._retire(old))
 
     async def _retire(self, old: _Receiver) -> None:
         await asyncio.sleep(self.config.handover_s)  # what it buffered is still being played
         await old.stop()
+        self._retiring.discard(old)
 
     async def _restart_unit(self) -> None:
         # The unit plays into milo_roc, which follows the mode: a restart is the only way it moves.

@@ -354,8 +354,8 @@ class Spotify(Source[SpotifyState, SpotifyConfig]):
             return
         steps = top if isinstance(top, int) and top > 0 else 100
         await self.set_state(volume=round(value * 100 / steps))
-        if self.link is None:
-            return
+        if self.link is None or self.link.node is None:
+            return  # ignored, or this node has no volume to drive
         self.link.steps = steps
         percent = self.link.from_spotify(value)
         if percent is not None:
