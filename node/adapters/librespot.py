@@ -6,15 +6,17 @@ import contextlib
 import json
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import jinja2
 import websockets
-from websockets.asyncio.client import ClientConnection, connect
 
 from node.adapters.http_client import HttpClientConnectionError, HttpClientError, http_request
 from node.framework.errors import DaemonError
 from node.resources import data_dir
+
+if TYPE_CHECKING:
+    from websockets.asyncio.client import ClientConnection
 
 __all__ = [
     "EVENT_TYPES",
@@ -274,6 +276,8 @@ class LibrespotApi:
 
     async def open_events(self) -> EventStream:
         """The `/events` stream, open; LibrespotUnreachableError when nothing answers there."""
+        from websockets.asyncio.client import connect  # noqa: PLC0415 - only where go-librespot runs
+
         url = f"ws://{self.host}:{self.port}/events"
         try:
             ws = await connect(url, open_timeout=self.timeout, max_size=MAX_EVENT, ping_interval=20)
