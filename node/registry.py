@@ -10,6 +10,8 @@ from node.framework.subsystem import SourceSpec, Subsystem
 from node.sources import Source
 from node.sources.airplay import Airplay
 from node.sources.radio import Radio
+from node.sources.roc import Roc
+from node.sources.spotify import Spotify
 from node.subsystems.equalizer import Equalizer
 from node.subsystems.info import Info
 from node.subsystems.knob import Knob
@@ -22,7 +24,9 @@ from node.subsystems.volume import Volume
 # Explicit and type-checked (see shared/STYLE.md §6). A new source is one line here, in the order a UI
 # lists the sources; its Loopback subdevice comes from its class, not from this order.
 SOURCES: tuple[type[Source[Any, Any]], ...] = (
+    Spotify,
     Airplay,
+    Roc,
     Radio,
 )
 

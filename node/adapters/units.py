@@ -38,6 +38,9 @@ def base_context(
     config: str = "/etc/milo/milo.toml",
     gpio: bool = True,
     http_port: int = 8080,
+    go_librespot: str = "/usr/local/bin/go-librespot",
+    roc_recv: str = "/usr/local/bin/roc-recv",
+    roc_ports: tuple[int, int, int] = (10011, 10012, 10013),
     **daemons: Any,
 ) -> dict[str, Any]:
     """What every template may use: who runs it, where its files are, where the programs are.
@@ -58,5 +61,10 @@ def base_context(
         "tty": "tty1",
         "cage": "/usr/bin/cage",
         "chromium": "/usr/bin/chromium",
+        # Daemons built by hand on a Pi (README: Spotify and ROC); the roc-recv unit listens on loopback
+        # ports behind the node's relay (source, repair, control), the same as the roc source's unit_ports.
+        "go_librespot": go_librespot,
+        "roc_recv": roc_recv,
+        "roc_ports": roc_ports,
         **daemons,
     }

@@ -117,6 +117,15 @@ class PlayerView(BaseModel):
     state: str = "idle"
 
 
+class VolumeView(BaseModel):
+    """`<base>/volume` as a source that maps its own volume slider onto the node's one volume reads it."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    percent: int = Field(default=0, ge=0, le=100)
+    muted: bool = False
+
+
 ViewT = TypeVar("ViewT", bound=BaseModel)
 
 

@@ -257,7 +257,9 @@ async def test_the_node_defends_its_status_and_state_topics(run_node: NodeFactor
         for forged in (b'{"value": 99, "label": "spoofed"}', b""):
             mark = p.mark()
             await p.publish(state, forged, retain=True)
-            await p.wait_for(state, lambda g: g.payload and g.json() == {"value": 0, "label": ""}, after=mark)
+            await p.wait_for(
+                state, lambda g: bool(g.payload) and g.json() == {"value": 0, "label": ""}, after=mark
+            )
         mark = p.mark()
         await p.publish(status, "offline", retain=True)
         await p.wait_for(status, lambda g: g.text == "online", after=mark)

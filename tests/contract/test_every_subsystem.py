@@ -10,11 +10,13 @@ from typing import Any
 import pytest
 from pydantic import TypeAdapter
 
+from harness import go_librespot, roc_recv
 from harness.alsa_sinks import sink_config, sinks_dir
 from harness.net import free_port
 from harness.pulse import Pulse
 from harness.shairport import fake_program
 from node import registry
+from node.adapters.roc import free_udp_ports
 from node.framework.store import Store
 from node.framework.subsystem import Status, Subsystem
 from node.subsystems.info import Info
@@ -49,6 +51,10 @@ def environment(tmp_path: Path) -> dict[str, dict[str, Any]]:
         "screen": {"backlight": str(fake_backlight(tmp_path))},
         # shairport-sync needs an Avahi daemon: the stand-in (same config file, port and pipe) runs anywhere.
         "airplay": {"program": str(fake_program(tmp_path / "bin")), "port": free_port()},
+        # The fake go-librespot (harness/), started by the node on a port of its own.
+        "spotify": {"binary": str(go_librespot.install(tmp_path / "bin")), "port": free_port()},
+        # The fake roc-recv; the relay on loopback ports of its own.
+        "roc": {"binary": str(roc_recv.install(tmp_path / "bin")), "bind": "127.0.0.1", **roc_ports()},
     }
 
 
@@ -60,6 +66,11 @@ def fake_backlight(tmp_path: Path) -> Path:
         for name, value in (("max_brightness", 255), ("brightness", 0), ("bl_power", 0)):
             (path / name).write_text(f"{value}\n")
     return path
+
+
+def roc_ports() -> dict[str, int]:
+    source, repair, control = free_udp_ports(3)
+    return {"source_port": source, "repair_port": repair, "control_port": control}
 
 
 def started_with(cls: type[Subsystem[Any, Any]]) -> tuple[type[Subsystem[Any, Any]], ...]:

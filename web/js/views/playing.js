@@ -9,6 +9,16 @@ let volume = null;
 let ticker = null;
 let visible = false;
 let signatures = {};
+// The node's clock as this screen's: Date.now() minus position_at on live player messages is the
+// clocks' difference plus the message's delay, so the lowest of the recent ones is the difference.
+const SKEW_SAMPLES = 8;
+const skews = [];
+let lastAt = null;
+let primed = false;
+// A seek shows at once, before the source answers (until it does, or for SEEK_HOLD_MS).
+const SEEK_HOLD_MS = 3000;
+const SEEK_STEP_MS = 10000;
+let seeking = null; // { ms, at, from }
 
 export default { id: 'playing', icon: 'playing', label: 'nav.playing', mount, update, show, hide };
 
@@ -20,10 +30,10 @@ function mount(root) {
   el.album = h('div.dim.ellipsis');
   el.state = h('div.dim', { id: 'np-state' });
   el.error = h('div.err');
-  el.pos = h('span');
+  el.pos = h('span', { id: 'np-pos' });
   el.fill = h('i');
-  el.bar = h('div.bar', { onClick: seek }, h('div', {}, el.fill));
-  el.dur = h('span');
+  el.bar = h('div.bar', { id: 'np-bar', role: 'slider', label: 'np.seek', onClick: seek, onKeydown: seekKey }, h('div', {}, el.fill));
+  el.dur = h('span', { id: 'np-dur' });
   el.progress = h('div.progress', {}, el.pos, el.bar, el.dur);
   el.transport = h('div.transport', { id: 'transport' });
   root.append(
@@ -61,9 +71,30 @@ function current() {
 function update(paths) {
   const touched = (...names) => !paths || names.some((n) => paths.has(n));
   if (!paths) signatures = {};
+  if (touched('player', 'source/radio')) learnClock(current(), Boolean(paths));
   if (touched('source', 'player')) renderSources();
   if (touched('player', 'source/radio')) renderPlayer();
   if (touched('volume')) renderVolume();
+}
+
+// Only a position the node has just read says what its clock is now; a retained one may be old.
+function learnClock(p, live) {
+  const at = p && p.position_at;
+  if (!at) return;
+  if (live && primed && at !== lastAt) {
+    const sample = Date.now() - at;
+    if (Math.abs(sample) < 86400000) {
+      skews.push(sample);
+      if (skews.length > SKEW_SAMPLES) skews.shift();
+    }
+  }
+  if (at !== lastAt && seeking && at > seeking.from) seeking = null; // the source answered
+  lastAt = at;
+  primed = true;
+}
+
+function nodeNow() {
+  return Date.now() - (skews.length ? Math.min(...skews) : 0);
 }
 
 // Rebuilt only when what they show changes, so a button is never replaced under a finger.
@@ -128,10 +159,18 @@ function renderPlayer() {
   tick();
 }
 
+// Where the track is now, from where it was and when that was read: no message needed to move.
 function position(p) {
-  if (p.position_ms === null || p.position_ms === undefined) return null;
-  const elapsed = p.state === 'playing' && p.position_at ? Date.now() - p.position_at : 0;
-  const pos = p.position_ms + Math.max(0, elapsed);
+  const playing = p.state === 'playing';
+  if (seeking && Date.now() - seeking.at > SEEK_HOLD_MS) seeking = null;
+  let pos;
+  if (seeking) {
+    pos = seeking.ms + (playing ? Date.now() - seeking.at : 0);
+  } else {
+    if (p.position_ms === null || p.position_ms === undefined) return null;
+    const elapsed = playing && p.position_at ? nodeNow() - p.position_at : 0;
+    pos = p.position_ms + Math.max(0, elapsed);
+  }
   return p.duration_ms ? Math.min(pos, p.duration_ms) : pos;
 }
 
@@ -151,15 +190,45 @@ function renderProgress() {
   el.pos.textContent = formatTime(pos);
   el.dur.textContent = formatTime(p.duration_ms);
   el.fill.style.width = `${p.duration_ms ? (100 * pos) / p.duration_ms : 0}%`;
-  el.bar.style.cursor = (p.commands || []).includes('seek') ? 'pointer' : 'default';
+  const seekable = (p.commands || []).includes('seek');
+  el.bar.style.cursor = seekable ? 'pointer' : 'default';
+  el.bar.tabIndex = seekable ? 0 : -1;
+  el.bar.setAttribute('aria-disabled', String(!seekable));
+  el.bar.setAttribute('aria-valuemin', '0');
+  el.bar.setAttribute('aria-valuemax', String(p.duration_ms || 0));
+  el.bar.setAttribute('aria-valuenow', String(Math.round(pos)));
+  el.bar.setAttribute('aria-valuetext', `${formatTime(pos)} / ${formatTime(p.duration_ms)}`);
+}
+
+function seekTo(p, ms) {
+  const target = Math.round(Math.min(p.duration_ms, Math.max(0, ms)));
+  if (!node.send(p.target, { seek_ms: target })) return;
+  seeking = { ms: target, at: Date.now(), from: lastAt || 0 };
+  renderProgress();
+}
+
+function seekable() {
+  const p = current();
+  return p && p.duration_ms && (p.commands || []).includes('seek') ? p : null;
 }
 
 function seek(event) {
-  const p = current();
-  if (!p || !p.duration_ms || !(p.commands || []).includes('seek')) return;
+  const p = seekable();
+  if (!p) return;
   const box = el.bar.getBoundingClientRect();
   const ratio = Math.min(1, Math.max(0, (event.clientX - box.left) / box.width));
-  node.send(p.target, { seek_ms: Math.round(ratio * p.duration_ms) });
+  seekTo(p, ratio * p.duration_ms);
+}
+
+function seekKey(event) {
+  const p = seekable();
+  if (!p) return;
+  const now = position(p) ?? 0;
+  const moves = { ArrowRight: now + SEEK_STEP_MS, ArrowUp: now + SEEK_STEP_MS, ArrowLeft: now - SEEK_STEP_MS,
+    ArrowDown: now - SEEK_STEP_MS, Home: 0, End: p.duration_ms - 1000 };
+  if (!(event.key in moves)) return;
+  event.preventDefault();
+  seekTo(p, moves[event.key]);
 }
 
 function renderTransport(p) {
@@ -200,7 +269,7 @@ function renderVolume() {
 function tick() {
   const p = current();
   const moving = visible && p && p.state === 'playing' && p.duration_ms;
-  if (moving && !ticker) ticker = setInterval(renderProgress, 500);
+  if (moving && !ticker) ticker = setInterval(renderProgress, 250);
   if (!moving && ticker) {
     clearInterval(ticker);
     ticker = null;

@@ -33,7 +33,7 @@ function mount(root) {
   el.configs = h('div', { id: 'configs' });
   root.append(
     h('h2', { i18n: 'settings.language' }), el.languages,
-    ...mountScreen(), ...mountKnob(),
+    spotifyBox(), ...mountScreen(), ...mountKnob(),
     h('h2', { i18n: 'settings.subsystems' }), el.configs,
   );
 }
@@ -111,6 +111,39 @@ function renderKnob() {
     if (document.activeElement !== select) fill(select, actions, config[gesture]);
   }
   if (document.activeElement !== el.step.select) fill(el.step.select, STEPS.map((n) => [n, `${n} %`]), config.step);
+}
+
+// The name this speaker has in the Spotify apps: `source/spotify/config` device_name (empty: the node's).
+function spotifyBox() {
+  el.spotifyName = h('input', { type: 'text', id: 'spotify-name', autocomplete: 'off', spellcheck: false, maxLength: 100 });
+  el.spotifyMsg = h('div.msg');
+  el.spotifySave = h('button.primary', { i18n: 'common.save', type: 'submit', disabled: true });
+  el.spotifyName.addEventListener('input', () => { el.spotifySave.disabled = false; el.spotifyName.dataset.dirty = '1'; });
+  const form = h('form', {
+    onSubmit: (e) => {
+      e.preventDefault();
+      el.spotifyMsg.textContent = '';
+      el.spotifySave.disabled = true;
+      delete el.spotifyName.dataset.dirty;
+      node.send('source/spotify/config/set', { device_name: el.spotifyName.value.trim() }, {
+        onError: (error) => { el.spotifyMsg.textContent = error.error; },
+      });
+    },
+  }, h('label.field', {}, h('span', { i18n: 'settings.spotify_name' }), el.spotifyName),
+  h('p.dim', { i18n: 'settings.spotify_name_hint' }), el.spotifyMsg, h('div.row', {}, el.spotifySave));
+  el.spotify = h('div', { id: 'spotify-settings', hidden: true }, h('h2', { i18n: 'settings.spotify' }), form);
+  return el.spotify;
+}
+
+function renderSpotify() {
+  const config = node.get('source/spotify/config');
+  const present = config && typeof config === 'object';
+  el.spotify.hidden = !present;
+  if (!present || el.spotifyName.dataset.dirty) return;
+  const spotify = node.get('source/spotify');
+  // What the Spotify apps show now; the config's own value when it names one.
+  const shown = config.device_name || (spotify && typeof spotify === 'object' ? spotify.device_name : '') || '';
+  el.spotifyName.value = shown;
 }
 
 function renderLanguages() {
@@ -251,6 +284,7 @@ function update(paths) {
   if (!paths || paths.has('ui')) renderLanguages();
   if (!paths || paths.has('screen')) renderScreen();
   if (!paths || paths.has('knob') || paths.has('knob/config')) renderKnob();
+  if (!paths || paths.has('source/spotify/config') || paths.has('source/spotify')) renderSpotify();
   const all = configPaths();
   if (!all.length) {
     clear(el.configs, h('p.dim', { i18n: 'settings.none' }));

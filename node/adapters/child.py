@@ -1,0 +1,185 @@
+"""A program the node runs as its child: spawned, watched, restarted with backoff when it dies, stopped."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ctypes
+import logging
+import os
+import signal
+import time
+from collections import deque
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from node.framework.errors import DaemonError
+
+__all__ = ["Child", "ChildBackoff", "ChildError", "describe_exit", "executable"]
+
+STOP_TIMEOUT = 3.0
+TAIL_LINES = 5
+_PR_SET_PDEATHSIG = 1
+
+
+class ChildError(DaemonError):
+    """The program could not be started at all (not executable, bad interpreter...)."""
+
+
+def executable(path: str) -> str | None:
+    """`path` if it is an executable file, else the executable of that name on PATH; None when neither."""
+    import shutil  # noqa: PLC0415 - only when a source checks for its program
+
+    if os.sep in path:
+        return path if Path(path).is_file() and os.access(path, os.X_OK) else None
+    return shutil.which(path)
+
+
+@dataclass
+class ChildBackoff:
+    """Restart delays: `first`, doubling up to `cap`; back to `first` after a run of `healthy` seconds."""
+
+    first: float = 0.5
+    cap: float = 30.0
+    healthy: float = 30.0
+    current: float = 0.0
+
+    def next(self, ran_for: float) -> float:
+        if ran_for >= self.healthy or self.current == 0.0:
+            self.current = self.first
+        else:
+            self.current = min(self.current * 2, self.cap)
+        return self.current
+
+
+def _die_with_parent() -> None:
+    # A node killed with SIGKILL must not leave its daemons holding their ports and lock files.
+    with contextlib.suppress(Exception):
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
+
+
+# (return code, seconds until the restart) -> awaitable or None
+ExitHook = Callable[[int, float], Awaitable[None] | None]
+StartHook = Callable[[int], Awaitable[None] | None]
+
+
+class Child:
+    """One supervised program. `run()` spawns it, waits for its exit, and spawns it again after a delay.
+
+    `argv` is called before every spawn, so a restart picks up what changed meanwhile (a new config).
+    Its output goes to the node's log line by line (debug); the last lines are logged when it dies.
+    Cancelling `run()` stops it: SIGTERM, then SIGKILL after STOP_TIMEOUT.
+    """
+
+    def __init__(
+        self,
+        name: str,
+        argv: Callable[[], Sequence[str]],
+        *,
+        log: logging.Logger,
+        backoff: ChildBackoff | None = None,
+        on_start: StartHook | None = None,
+        on_exit: ExitHook | None = None,
+        env: dict[str, str] | None = None,
+    ) -> None:
+        self.name = name
+        self._argv = argv
+        self.log = log
+        self.backoff = backoff or ChildBackoff()
+        self._on_start = on_start
+        self._on_exit = on_exit
+        self._env = env
+        self.proc: asyncio.subprocess.Process | None = None
+        self.starts = 0
+        self._tail: deque[str] = deque(maxlen=TAIL_LINES)
+
+    @property
+    def pid(self) -> int | None:
+        return self.proc.pid if self.proc is not None and self.proc.returncode is None else None
+
+    async def spawn(self) -> asyncio.subprocess.Process:
+        """Start the program once (no supervision): the caller waits for it and stops it."""
+        argv = list(self._argv())
+        try:
+            proc = await asyncio.create_subprocess_exec(
+                *argv,
+                stdin=asyncio.subprocess.DEVNULL,
+                stdout=asyncio.subprocess.PIPE,
+                stderr=asyncio.subprocess.STDOUT,
+                env=self._env,
+                start_new_session=True,  # a Ctrl-C in the node's terminal is the node's to handle
+                preexec_fn=_die_with_parent,  # prctl only: nothing that could deadlock
+            )
+        except OSError as exc:
+            raise ChildError(f"cannot start {self.name} ({argv[0]}): {exc}") from None
+        self.proc = proc
+        self.starts += 1
+        self.log.info("%s started (pid %d): %s", self.name, proc.pid, " ".join(argv))
+        return proc
+
+    async def run(self) -> None:
+        """Keep the program running until cancelled."""
+        try:
+            while True:
+                started = time.monotonic()
+                try:
+                    proc = await self.spawn()
+                except ChildError as exc:
+                    code, reason = 127, str(exc)
+                else:
+                    await _call(self._on_start, proc.pid)
+                    code = await self._wait(proc)
+                    reason = f"{self.name} exited with {describe_exit(code)}"
+                delay = self.backoff.next(time.monotonic() - started)
+                tail = " | ".join(self._tail)
+                self.log.warning(
+                    "%s; restart in %.1f s%s", reason, delay, f" (last output: {tail})" if tail else ""
+                )
+                self._tail.clear()
+                await _call(self._on_exit, code, delay)
+                await asyncio.sleep(delay)
+        finally:
+            await self.stop()
+
+    async def _wait(self, proc: asyncio.subprocess.Process) -> int:
+        if proc.stdout is not None:
+            async for raw in proc.stdout:
+                line = raw.decode(errors="replace").rstrip()
+                if line:
+                    self._tail.append(line[:300])
+                    self.log.debug("%s: %s", self.name, line)
+        return await proc.wait()
+
+    async def stop(self) -> None:
+        """Stop the program if it runs: SIGTERM, then SIGKILL; waits for it to be gone."""
+        proc, self.proc = self.proc, None
+        if proc is None or proc.returncode is not None:
+            return
+        with contextlib.suppress(ProcessLookupError):
+            proc.terminate()
+        try:
+            async with asyncio.timeout(STOP_TIMEOUT):
+                await asyncio.shield(proc.wait())
+        except TimeoutError:
+            self.log.warning("%s (pid %d) ignored SIGTERM; killed", self.name, proc.pid)
+            with contextlib.suppress(ProcessLookupError):
+                proc.kill()
+            await proc.wait()
+
+
+def describe_exit(code: int) -> str:
+    """`status 1`, `signal SIGKILL`: how a return code reads in a log line or a state."""
+    if code < 0:
+        with contextlib.suppress(ValueError):
+            return f"signal {signal.Signals(-code).name}"
+    return f"status {code}"
+
+
+async def _call(hook: Callable[..., Awaitable[None] | None] | None, *args: object) -> None:
+    if hook is None:
+        return
+    result = hook(*args)
+    if result is not None:
+        await result
