@@ -11,6 +11,7 @@ from node.sources import Source
 from node.sources.radio import Radio
 from node.subsystems.equalizer import Equalizer
 from node.subsystems.info import Info
+from node.subsystems.multiroom import Multiroom
 from node.subsystems.player import Player
 from node.subsystems.routing import Routing
 from node.subsystems.ui import Ui
@@ -22,7 +23,9 @@ SOURCES: tuple[type[Source[Any, Any]], ...] = (Radio,)
 
 # Start order: the router writes asound.conf before the others open ALSA devices; the sources start
 # before the player, which aggregates them.
-ALL: tuple[type[Subsystem[Any, Any]], ...] = (Info, Routing, Equalizer, Volume, *SOURCES, Player, Ui)
+ALL: tuple[type[Subsystem[Any, Any]], ...] = (
+    Info, Routing, Equalizer, Volume, *SOURCES, Multiroom, Player, Ui
+)  # fmt: skip
 
 
 def names() -> list[str]:

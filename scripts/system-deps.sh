@@ -17,6 +17,8 @@ packages=(
     libmpv2            # the radio player (python-mpv loads libmpv.so.2)
     lame               # tests: encode the MP3 that the local ICY stream server plays
     chromium           # tests/ui: the real page in headless Chromium; also the kiosk browser of the touch screen
+    snapserver         # multiroom: the Snapcast server the node drives over JSON-RPC (0.26 on bookworm)
+    snapclient         # multiroom: the local client on this node's DAC, and the satellites' player
 )
 
 missing=()
