@@ -11,18 +11,29 @@ from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 
 from harness.alsa_sinks import sink_config, sinks_dir
-from harness.snapcast import Controller, Ports, multiroom_section, snapclients
+from harness.audio import peak_hz
+from harness.icy_server import BITRATE, TONE_HZ, IcyServer
+from harness.net import free_port
+from harness.pulse import Pulse
+from harness.snapcast import BYTES_PER_SECOND, Controller, Ports, fifo_routing, multiroom_section, snapclients
 from node.framework.subsystem import Subsystem
+from node.sources.radio import Radio
 from node.subsystems.info import Info
 from node.subsystems.multiroom import Multiroom
+from node.subsystems.multiroom.models import PRESETS
+from node.subsystems.player import Player
 from node.subsystems.routing import Routing
+from node.subsystems.volume import Volume
 from tests.conftest import NodeFactory, Running
+from tests.fakes.fake_source import make_source
 from tests.helpers import Got, Probe, expect_errors, probe
 
 pytestmark = pytest.mark.timeout(60)
+PRESET_SETTINGS: dict[str, dict[str, Any]] = {name: s.model_dump() for name, s in PRESETS.items()}
 
 
 def client(state: dict[str, Any], cid: str) -> dict[str, Any] | None:
@@ -59,13 +70,22 @@ async def multiroom_node(
     *,
     subsystems: tuple[type[Subsystem[Any, Any]], ...] = (Info, Routing, Multiroom),
     routing: dict[str, Any] | None = None,
+    radio: dict[str, Any] | None = None,
+    preset: str | None = None,
     **section: Any,
 ) -> AsyncIterator[tuple[Running, Probe, str, Ports]]:
     ports = Ports()
     sections = {
         "routing": routing or sink_config(sinks_dir(tmp_path)),
         "multiroom": multiroom_section(tmp_path, ports, **section),
+        "radio": radio or {},
     }
+    if preset is not None:
+        # The settings are the subsystem's data (multiroom/set), not its config: stored before start.
+        data = tmp_path / "data"
+        data.mkdir(exist_ok=True)
+        stored = {"config": {}, "data": {"settings": PRESET_SETTINGS[preset]}}
+        (data / "multiroom.json").write_text(json.dumps(stored))
     async with run_node(subsystems=subsystems, sections=sections) as r, probe(r.port) as p:
         topic = f"{r.base}/multiroom"
         await p.subscribe(f"{r.base}/#")
@@ -183,7 +203,10 @@ async def test_a_killed_snapserver_is_back_with_its_clients_within_5_s(
     async with multiroom_node(run_node, tmp_path) as (r, p, topic, ports):
         with snapclients(ports.stream, ["one", "two"]):
             await p.wait_for(topic, connected("one", "two"))
-            changes = {"one": {"volume": 30, "latency": 20, "name": "One"}, "two": {"volume": 70}}
+            changes: dict[str, dict[str, Any]] = {
+                "one": {"volume": 30, "latency": 20, "name": "One"},
+                "two": {"volume": 70},
+            }
             for cid, change in changes.items():
                 mark = await send(p, f"{topic}/client/{cid}/set", change)
                 await p.wait_for(topic, has(cid, **change), after=mark)
@@ -261,3 +284,145 @@ async def test_a_preset_restarts_the_server_with_its_settings(run_node: NodeFact
             got = await p.wait_for(topic, lambda g: g.json()["settings"]["buffer_ms"] == 800, after=mark)
             assert got.json()["settings"]["preset"] == "custom"
             assert got.json()["restarts"] == 0  # restarted on purpose: not a crash
+
+
+def tone_in(raw: bytes) -> float:
+    """The strongest frequency of raw s16le stereo (what a snapclient's file player writes)."""
+    samples = np.frombuffer(raw, dtype="<i2").reshape(-1, 2).astype(np.float64) / 32768
+    return peak_hz(samples, 48000)
+
+
+async def test_routing_moves_the_playing_radio_to_its_stream_and_back_without_restarting_it(
+    run_node: NodeFactory, tmp_path: Path, icy: IcyServer
+) -> None:
+    out = sinks_dir(tmp_path)
+    routing = fifo_routing(out, {"radio": tmp_path / "radio.fifo"})
+    subsystems = (Info, Routing, Radio, Multiroom)
+    radio = {
+        "ao": "",  # ALSA, into the PCM routing names
+        "audio_device": "",
+        "allow_private_urls": True,
+        "index_first_delay_s": 3600,
+        "index_refresh_h": 0,
+        "directory_url": f"http://127.0.0.1:{free_port()}",
+    }
+    async with multiroom_node(
+        run_node, tmp_path, subsystems=subsystems, routing=routing, radio=radio, preset="low_latency"
+    ) as (r, p, topic, _):
+        base = r.base
+        mark = await send(p, f"{base}/source/radio/set", {"url": icy.url()})
+        await p.wait_for(f"{base}/source/radio", lambda g: g.json()["state"] == "playing", after=mark)
+        await icy.wait_sent(icy.sent + BITRATE // 8)
+        before = (out / "direct.wav").stat().st_size
+        assert before > 48000
+
+        mark = await send(p, f"{base}/routing/set", {"multiroom": True})
+        on = await p.wait_for(
+            topic,
+            lambda g: g.json()["enabled"] and has(r.node.config.node_id, connected=True, local=True)(g),
+            after=mark,
+        )
+        assert on.json()["local_running"] is True
+        await p.wait_for(
+            f"{base}/source/radio", lambda g: g.json()["device"] == "alsa/milo_radio_multiroom", after=mark
+        )
+        await p.wait_for(
+            topic, lambda g: {"id": "radio", "status": "playing"} in g.json()["streams"], after=mark
+        )
+        # Two seconds of the station later (its server paces it), the local client has played it.
+        await icy.wait_sent(icy.sent + 2 * BITRATE // 8, timeout=8)
+        played = (tmp_path / "local.raw").read_bytes()
+        assert len(played) > BYTES_PER_SECOND // 2
+        assert abs(tone_in(played[-BYTES_PER_SECOND // 2 :]) - TONE_HZ) < 10
+
+        mark = await send(p, f"{base}/routing/set", {"multiroom": False})
+        await p.wait_for(
+            topic,
+            lambda g: not g.json()["enabled"] and has(r.node.config.node_id, connected=False)(g),
+            after=mark,
+        )
+        await p.wait_for(
+            f"{base}/source/radio", lambda g: g.json()["device"] == "alsa/milo_radio_direct", after=mark
+        )
+        back = (out / "direct.wav").stat().st_size
+        await icy.wait_sent(icy.sent + BITRATE // 8)
+        assert (out / "direct.wav").stat().st_size > back
+        assert p.on(f"{base}/source/radio")[-1].json()["state"] == "playing"
+    assert icy.connections == 1
+
+
+async def test_the_node_volume_is_the_mean_of_the_clients_and_moves_them_alike(
+    run_node: NodeFactory, tmp_path: Path, pulse: Pulse
+) -> None:
+    subsystems = (Info, Routing, Volume, Multiroom)
+    local = None
+    async with multiroom_node(run_node, tmp_path, subsystems=subsystems) as (r, p, topic, ports):
+        local = r.node.config.node_id
+        volume = f"{r.base}/volume"
+        with snapclients(ports.stream, ["a", "b"]):
+            await p.wait_for(topic, connected("a", "b"))
+            for cid, level in (("a", 40), ("b", 60)):
+                mark = await send(p, f"{topic}/client/{cid}/set", {"volume": level})
+                await p.wait_for(topic, has(cid, volume=level), after=mark)
+            mark = await send(p, f"{r.base}/routing/set", {"multiroom": True})
+            # This node's own client is new: it starts at the mean of the others.
+            await p.wait_for(topic, has(local, connected=True, volume=50), after=mark)
+            await p.wait_for(
+                volume, lambda g: g.json()["multiroom"] and g.json()["percent"] == 50, after=mark
+            )
+            mark = await send(p, f"{volume}/set", "+10")
+            await p.wait_for(
+                topic,
+                lambda g: has("a", volume=50)(g) and has("b", volume=70)(g) and has(local, volume=60)(g),
+                after=mark,
+            )
+            await p.wait_for(volume, lambda g: g.json()["percent"] == 60, after=mark)
+            async with Controller(ports.control) as other:
+                status = await other.call("Server.GetStatus")
+            levels = {
+                c["id"]: c["config"]["volume"]["percent"]
+                for g in status["server"]["groups"]
+                for c in g["clients"]
+            }
+            assert levels == {"a": 50, "b": 70, local: 60}
+            mark = await send(p, f"{volume}/set", "mute")
+            await p.wait_for(topic, lambda g: all(c["muted"] for c in g.json()["clients"]), after=mark)
+            await p.wait_for(volume, lambda g: g.json()["muted"] is True, after=mark)
+
+
+async def test_every_client_plays_the_active_sources_stream(run_node: NodeFactory, tmp_path: Path) -> None:
+    alpha = make_source("alpha")
+    subsystems = (Info, Routing, alpha, Multiroom, Player)
+    async with multiroom_node(run_node, tmp_path, subsystems=subsystems, sources=["radio", "alpha"]) as (
+        r,
+        p,
+        topic,
+        ports,
+    ):
+        assert [s["id"] for s in p.on(topic)[-1].json()["streams"]] == ["alpha", "radio"]
+        with snapclients(ports.stream, ["x", "y"]):
+            await p.wait_for(topic, connected("x", "y"))
+            mark = await send(p, f"{r.base}/source/set", "alpha")
+            await p.wait_for(
+                topic,
+                lambda g: (
+                    g.json()["stream"] == "alpha"
+                    and has("x", stream="alpha")(g)
+                    and has("y", stream="alpha")(g)
+                ),
+                after=mark,
+            )
+            # A client joining later goes to the same stream (snapserver puts it on its first one).
+            mark = p.mark()
+            with snapclients(ports.stream, ["z"]):
+                await p.wait_for(topic, has("z", connected=True, stream="alpha"), after=mark)
+            # Another controller moves a group away: it is brought back to what plays here.
+            async with Controller(ports.control) as other:
+                status = await other.call("Server.GetStatus")
+                group = next(g for g in status["server"]["groups"] if g["clients"][0]["id"] == "x")
+                await other.call("Group.SetStream", {"id": group["id"], "stream_id": "radio"})
+                mark = p.mark()
+                await p.wait_for(topic, has("x", stream="alpha"), after=mark)
+                status = await other.call("Server.GetStatus")
+                streams = {c["id"]: g["stream_id"] for g in status["server"]["groups"] for c in g["clients"]}
+                assert streams == {"x": "alpha", "y": "alpha"}
