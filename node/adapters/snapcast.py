@@ -253,12 +253,15 @@ def client_argv(
     player: str = "alsa",
     mixer: str = "software",
     latency: int = 0,
+    logsink: str | None = "stderr",
 ) -> list[str]:
     """The snapclient 0.26 command line (always with -h: without it, it loops on mDNS forever)."""
     argv = [binary, "-h", host, "-p", str(port), "--hostID", host_id, "--player", player]
     if player.split(":", 1)[0] == "alsa":
         argv += ["-s", soundcard]
-    argv += ["--mixer", mixer, "--latency", str(latency), "--logsink", "stderr"]
+    argv += ["--mixer", mixer, "--latency", str(latency)]
+    if logsink is not None:
+        argv += ["--logsink", logsink]
     return argv
 
 

@@ -37,6 +37,9 @@ def base_context(
     data_dir: str = "/var/lib/milo",
     config: str = "/etc/milo/milo.toml",
     gpio: bool = True,
+    snapserver: str = "/usr/bin/snapserver",
+    snapclient: str = "/usr/bin/snapclient",
+    snapserver_host: str = "127.0.0.1",
 ) -> dict[str, Any]:
     """What every template may use: who runs it, where its files are. Daemons' templates add their own."""
     groups = ["audio", *(["gpio"] if gpio else [])]
@@ -47,4 +50,8 @@ def base_context(
         "data_dir": data_dir,
         "config": config,
         "gpio": gpio,
+        # snapserver/snapclient units (multiroom); a satellite's client names its main node's host.
+        "snapserver": snapserver,
+        "snapclient": snapclient,
+        "snapserver_host": snapserver_host,
     }

@@ -357,7 +357,7 @@ class Multiroom(Subsystem[MultiroomState, MultiroomConfig]):
                 await self._control.call("Group.SetStream", {"id": group.id, "stream_id": target}, done)
 
     # The local client ------------------------------------------------------------------------------
-    def _local_argv(self) -> list[str]:
+    def _local_argv(self, logsink: str | None = "stderr") -> list[str]:
         c = self.config
         soundcard = c.client_soundcard or self._output or "default"
         if not c.client_soundcard and soundcard.startswith("hw:"):
@@ -373,6 +373,7 @@ class Multiroom(Subsystem[MultiroomState, MultiroomConfig]):
             player=c.client_player,
             mixer=c.client_mixer,
             latency=c.client_pcm_latency,
+            logsink=logsink,
         )
 
     async def _sync_local_client(self) -> None:
@@ -399,7 +400,7 @@ class Multiroom(Subsystem[MultiroomState, MultiroomConfig]):
         if want == self._unit_client_on:
             return
         # The unit reads its options from the data dir, so the node can point it at another card.
-        opts = " ".join(self._local_argv()[1:])
+        opts = " ".join(self._local_argv(logsink=None)[1:])  # the unit adds --logsink=system
         write_atomic(self.ctx.node.data_dir / "snapclient.env", f"SNAPCLIENT_OPTS={opts}\n".encode())
         unit = self._unit("snapclient.service")
         try:
