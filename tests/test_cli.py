@@ -259,7 +259,7 @@ async def test_a_satellite_set_up_shows_in_multiroom_by_itself_with_its_name(
             stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
         )  # fmt: skip
         assert setup.stdout is not None
-        lines = []
+        lines: list[str] = []
         # It writes its files, then says it names the client, then waits for it to connect.
         while not (lines and lines[-1].startswith("name it: Client.SetName")):
             lines.append((await asyncio.wait_for(setup.stdout.readline(), 10)).decode())

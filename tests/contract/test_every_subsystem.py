@@ -13,6 +13,7 @@ from pydantic import TypeAdapter
 from harness.alsa_sinks import sink_config, sinks_dir
 from harness.net import free_port
 from harness.pulse import Pulse
+from harness.snapcast import Ports, multiroom_section
 from node import registry
 from node.framework.store import Store
 from node.framework.subsystem import Status, Subsystem
@@ -42,6 +43,8 @@ def environment(tmp_path: Path) -> dict[str, dict[str, Any]]:
         "volume": {"device": "pulse", "control": "Master"},
         # Nothing leaves the machine: a directory that refuses connections, no index download.
         "radio": {"directory_url": f"http://127.0.0.1:{free_port()}", "index_refresh_h": 0},
+        # Loopback ports of its own, FIFOs for the streams (no snd-aloop), the local client into no sink.
+        "multiroom": multiroom_section(tmp_path, Ports(), client_player="file:filename=null"),
     }
 
 
