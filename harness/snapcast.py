@@ -134,6 +134,7 @@ class Controller:
         self._reader: asyncio.StreamReader | None = None
         self._writer: asyncio.StreamWriter | None = None
         self._next = 0
+        self.notifications: list[tuple[str, dict[str, Any]]] = []  # what arrived, in order
 
     async def __aenter__(self) -> Controller:
         self._reader, self._writer = await asyncio.open_connection("127.0.0.1", self.port, limit=1 << 22)
@@ -156,11 +157,32 @@ class Controller:
         await self._writer.drain()
         async with asyncio.timeout(timeout):
             while True:
-                answer = json.loads(await self._reader.readline())
+                answer = await self._message()
                 if answer.get("id") == self._next:
                     if "error" in answer:
                         raise RuntimeError(answer["error"])
                     return answer["result"]
+
+    async def _message(self) -> dict[str, Any]:
+        assert self._reader is not None
+        message: dict[str, Any] = json.loads(await self._reader.readline())
+        if "method" in message and "id" not in message:
+            self.notifications.append((message["method"], message.get("params") or {}))
+        return message
+
+    async def notified(self, method: str, **params: Any) -> dict[str, Any]:
+        """The first notification `method` whose params hold `params` (those of others' changes only)."""
+
+        def found() -> dict[str, Any] | None:
+            for name, got in self.notifications:
+                if name == method and all(got.get(k) == v for k, v in params.items()):
+                    return got
+            return None
+
+        async with asyncio.timeout(5.0):
+            while (hit := found()) is None:
+                await self._message()
+        return hit
 
 
 def raw_size(path: Path) -> int:

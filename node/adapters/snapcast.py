@@ -109,7 +109,7 @@ class Control:
             self.last_error = ""
             self.on_event(Event("connected"))
             try:
-                await self._read(reader)
+                await self._read(reader, sock)
             finally:
                 self._writer = None
                 writer.close()
@@ -118,8 +118,14 @@ class Control:
                 self._fail_pending(NotConnectedError("the snapserver control connection was lost"))
                 self.on_event(Event("lost"))
 
-    async def _read(self, reader: asyncio.StreamReader) -> None:
+    async def _read(self, reader: asyncio.StreamReader, sock: socket.socket | None) -> None:
         while True:
+            if sock is not None:
+                # snapserver's socket has Nagle on: a small write while an earlier one is not yet
+                # acknowledged waits for our ACK, which Linux delays up to 40 ms unless asked for at
+                # once (measured: a notification p50 43 ms -> 1 ms). The kernel resets it: each read.
+                with contextlib.suppress(OSError):
+                    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_QUICKACK, 1)
             try:
                 line = await reader.readline()
             except (OSError, ValueError) as exc:  # ValueError: a line over the stream limit

@@ -423,8 +423,9 @@ async def test_every_client_plays_the_active_sources_stream(run_node: NodeFactor
                 status = await other.call("Server.GetStatus")
                 group = next(g for g in status["server"]["groups"] if g["clients"][0]["id"] == "x")
                 await other.call("Group.SetStream", {"id": group["id"], "stream_id": "radio"})
-                mark = p.mark()
-                await p.wait_for(topic, has("x", stream="alpha"), after=mark)
+                # The node's own change reaches this controller as a notification.
+                await other.notified("Group.OnStreamChanged", id=group["id"], stream_id="alpha")
+                assert has("x", stream="alpha")(p.on(topic)[-1])
                 status = await other.call("Server.GetStatus")
                 streams = {c["id"]: g["stream_id"] for g in status["server"]["groups"] for c in g["clients"]}
                 assert streams == {"x": "alpha", "y": "alpha", "z": "alpha"}
