@@ -50,17 +50,23 @@ def multiroom_section(
     return section
 
 
-def fifo_routing(out: Path, fifos: dict[str, Path]) -> dict[str, Any]:
+@contextlib.contextmanager
+def fifo_routing(out: Path, fifos: dict[str, Path]) -> Iterator[dict[str, Any]]:
     """Routing with file sinks, except that each named source's multiroom PCM writes raw into a FIFO.
 
-    snapserver reads that FIFO as the source's stream (mode=read): what a Loopback subdevice does on a
-    Pi. A FIFO is a paced sink, since its reader takes the audio at the stream's real-time rate.
+    snapserver reads that FIFO as the source's stream: what a Loopback subdevice is on a Pi. A FIFO
+    is a paced sink, since its reader takes the audio at the stream's real-time rate. Each FIFO is
+    held open here for the test's length: with no writer, snapserver's reads end at once and it
+    closes and reopens the FIFO in a loop, and a player writing just then would get EPIPE (alsa-lib's
+    file plug-in can abort the process on it). A Loopback device never does either.
     """
     config = sink_config(out)
     extra = [config["extra"]]
+    held = []
     for source, fifo in fifos.items():
         if not fifo.exists():
             os.mkfifo(fifo)
+        held.append(os.open(fifo, os.O_RDWR | os.O_NONBLOCK))  # a reader and a writer that never act
         extra.append(
             f'pcm.test_fifo_{source}_file {{ type file; slave.pcm "null"; format "raw"; file "{fifo}" }}\n'
             f'pcm.test_fifo_{source} {{ type plug; slave {{ pcm "test_fifo_{source}_file"; format S16_LE; '
@@ -68,7 +74,11 @@ def fifo_routing(out: Path, fifos: dict[str, Path]) -> dict[str, Any]:
         )
         config["loopback_pcms"][source] = f"test_fifo_{source}"
     config["extra"] = "".join(extra)
-    return config
+    try:
+        yield config
+    finally:
+        for fd in held:
+            os.close(fd)
 
 
 class Snapclient:
@@ -124,6 +134,26 @@ def snapclients(port: int, host_ids: Sequence[str], out: Path | None = None) -> 
     finally:
         for client in clients:
             client.stop()
+
+
+@contextlib.contextmanager
+def snapserver(conf: Path) -> Iterator[subprocess.Popen[bytes]]:
+    """A snapserver of the test's own (what a unit, or someone else, runs), stopped by PID after."""
+    proc = subprocess.Popen(
+        ["snapserver", "-c", str(conf)],
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        yield proc
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(5)
 
 
 class Controller:

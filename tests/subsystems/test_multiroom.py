@@ -19,7 +19,15 @@ from harness.audio import peak_hz
 from harness.icy_server import BITRATE, TONE_HZ, IcyServer
 from harness.net import free_port
 from harness.pulse import Pulse
-from harness.snapcast import BYTES_PER_SECOND, Controller, Ports, fifo_routing, multiroom_section, snapclients
+from harness.snapcast import (
+    BYTES_PER_SECOND,
+    Controller,
+    Ports,
+    fifo_routing,
+    multiroom_section,
+    snapclients,
+    snapserver,
+)
 from node.framework.subsystem import Subsystem
 from node.sources.radio import Radio
 from node.subsystems.info import Info
@@ -33,6 +41,8 @@ from tests.fakes.fake_source import make_source
 from tests.helpers import Got, Probe, expect_errors, probe
 
 pytestmark = pytest.mark.timeout(60)
+# As in tests/sources/test_radio.py: libmpv's first load and a stream's start take seconds on a busy box.
+RADIO_WAIT = 10.0
 PRESET_SETTINGS: dict[str, dict[str, Any]] = {name: s.model_dump() for name, s in PRESETS.items()}
 
 
@@ -296,8 +306,6 @@ async def test_routing_moves_the_playing_radio_to_its_stream_and_back_without_re
     run_node: NodeFactory, tmp_path: Path, icy: IcyServer
 ) -> None:
     out = sinks_dir(tmp_path)
-    routing = fifo_routing(out, {"radio": tmp_path / "radio.fifo"})
-    subsystems = (Info, Routing, Radio, Multiroom)
     radio = {
         "ao": "",  # ALSA, into the PCM routing names
         "audio_device": "",
@@ -306,12 +314,28 @@ async def test_routing_moves_the_playing_radio_to_its_stream_and_back_without_re
         "index_refresh_h": 0,
         "directory_url": f"http://127.0.0.1:{free_port()}",
     }
+    with fifo_routing(out, {"radio": tmp_path / "radio.fifo"}) as routing:
+        await _radio_through_multiroom(run_node, tmp_path, icy=icy, out=out, routing=routing, radio=radio)
+
+
+async def _radio_through_multiroom(
+    run_node: NodeFactory,
+    tmp_path: Path,
+    *,
+    icy: IcyServer,
+    out: Path,
+    routing: dict[str, Any],
+    radio: dict[str, Any],
+) -> None:
+    subsystems = (Info, Routing, Radio, Multiroom)
     async with multiroom_node(
         run_node, tmp_path, subsystems=subsystems, routing=routing, radio=radio, preset="low_latency"
     ) as (r, p, topic, _):
         base = r.base
         mark = await send(p, f"{base}/source/radio/set", {"url": icy.url()})
-        await p.wait_for(f"{base}/source/radio", lambda g: g.json()["state"] == "playing", after=mark)
+        await p.wait_for(
+            f"{base}/source/radio", lambda g: g.json()["state"] == "playing", after=mark, timeout=RADIO_WAIT
+        )
         await icy.wait_sent(icy.sent + BITRATE // 8)
         before = (out / "direct.wav").stat().st_size
         assert before > 48000
@@ -321,6 +345,7 @@ async def test_routing_moves_the_playing_radio_to_its_stream_and_back_without_re
             topic,
             lambda g: g.json()["enabled"] and has(r.node.config.node_id, connected=True, local=True)(g),
             after=mark,
+            timeout=RADIO_WAIT,
         )
         assert on.json()["local_running"] is True
         await p.wait_for(
@@ -340,6 +365,7 @@ async def test_routing_moves_the_playing_radio_to_its_stream_and_back_without_re
             topic,
             lambda g: not g.json()["enabled"] and has(r.node.config.node_id, connected=False)(g),
             after=mark,
+            timeout=RADIO_WAIT,
         )
         await p.wait_for(
             f"{base}/source/radio", lambda g: g.json()["device"] == "alsa/milo_radio_direct", after=mark
@@ -350,6 +376,10 @@ async def test_routing_moves_the_playing_radio_to_its_stream_and_back_without_re
         await icy.wait_sent(icy.sent + BITRATE // 8)
         assert (out / "direct.wav").stat().st_size > back
         assert p.on(f"{base}/source/radio")[-1].json()["state"] == "playing"
+        # Stopped before the node stops, as the radio's own routing test does: libmpv terminated
+        # while it plays into an ALSA file sink it reopened can abort the whole process.
+        mark = await send(p, f"{base}/source/radio/set", "stop")
+        await p.wait_for(f"{base}/source/radio", lambda g: g.json()["state"] == "idle", after=mark)
     assert icy.connections == 1
 
 
@@ -429,3 +459,96 @@ async def test_every_client_plays_the_active_sources_stream(run_node: NodeFactor
                 status = await other.call("Server.GetStatus")
                 streams = {c["id"]: g["stream_id"] for g in status["server"]["groups"] for c in g["clients"]}
                 assert streams == {"x": "alpha", "y": "alpha", "z": "alpha"}
+
+
+async def test_multiroom_set_on_and_off_goes_through_routing(run_node: NodeFactory, tmp_path: Path) -> None:
+    async with multiroom_node(run_node, tmp_path) as (r, p, topic, _):
+        local = r.node.config.node_id
+        mark = await send(p, f"{topic}/set", "on")
+        await p.wait_for(f"{r.base}/routing", lambda g: g.json()["multiroom"] is True, after=mark)
+        await p.wait_for(topic, lambda g: g.json()["enabled"] and has(local, connected=True)(g), after=mark)
+        mark = await send(p, f"{topic}/set", {"enabled": False})
+        await p.wait_for(f"{r.base}/routing", lambda g: g.json()["multiroom"] is False, after=mark)
+        await p.wait_for(topic, lambda g: not g.json()["local_running"] and has(local, connected=False)(g))
+
+
+FAKE_SYSTEMCTL = """#!/bin/sh
+# Stands in for systemctl: records each call; the test starts what the units would run.
+echo "$@" >> "$(dirname "$0")/calls"
+"""
+
+
+async def test_under_systemd_the_node_renders_the_files_and_drives_the_units(
+    run_node: NodeFactory, tmp_path: Path
+) -> None:
+    systemctl = tmp_path / "bin" / "systemctl"
+    systemctl.parent.mkdir()
+    systemctl.write_text(FAKE_SYSTEMCTL)
+    systemctl.chmod(0o755)
+    calls = tmp_path / "bin" / "calls"
+    section = {
+        "manage": "systemd",
+        "systemctl": str(systemctl),
+        "client_player": "alsa",
+        "client_mixer": "none",
+    }
+    ports = Ports()
+    sections = {
+        "routing": sink_config(sinks_dir(tmp_path)),
+        "multiroom": multiroom_section(tmp_path, ports, **section),
+    }
+    async with run_node(subsystems=(Info, Routing, Multiroom), sections=sections) as r, probe(r.port) as p:
+        topic = f"{r.base}/multiroom"
+        await p.subscribe(f"{r.base}/#")
+        assert calls.read_text().splitlines()[0] == "start snapserver.service"
+        assert (await p.wait_for(topic)).json()["server"] == "starting"
+        # What the unit would run, from the file the node rendered for it.
+        conf = r.node.config.data_dir / "snapserver" / "snapserver.conf"
+        with snapserver(conf):
+            await p.wait_for(
+                topic,
+                lambda g: g.json()["server"] == "running" and g.json()["managed"] == "systemd",
+                timeout=10,  # its reconnection backoff has reached 1 s by now
+            )
+            mark = await send(p, f"{r.base}/routing/set", {"multiroom": True})
+            await p.wait_for(topic, lambda g: g.json()["local_running"] is True, after=mark)
+            assert calls.read_text().splitlines()[-1] == "start snapclient.service"
+            env = (r.node.config.data_dir / "snapclient.env").read_text()
+            assert env == (
+                f"SNAPCLIENT_OPTS=-h 127.0.0.1 -p {ports.stream} --hostID {r.node.config.node_id} "
+                "--player alsa -s test_direct --mixer none --latency 0\n"
+            )
+            mark = await send(p, f"{topic}/set", "quality")
+            await p.wait_for(topic, lambda g: g.json()["settings"]["preset"] == "quality", after=mark)
+            assert calls.read_text().splitlines()[-1] == "restart snapserver.service"
+            assert "buffer = 2500" in conf.read_text()
+    assert calls.read_text().splitlines()[-1] == "stop snapclient.service"
+
+
+async def test_an_external_server_is_followed_but_its_settings_are_its_own(
+    run_node: NodeFactory, tmp_path: Path
+) -> None:
+    ports = Ports()
+    sections = {
+        "routing": sink_config(sinks_dir(tmp_path)),
+        "multiroom": multiroom_section(tmp_path, ports, manage="external", local_client=False),
+    }
+    async with run_node(subsystems=(Info, Routing, Multiroom), sections=sections) as r, probe(r.port) as p:
+        topic = f"{r.base}/multiroom"
+        await p.subscribe(f"{r.base}/#")
+        down = await p.wait_for(topic)
+        assert (down.json()["server"], down.json()["managed"]) == ("unreachable", "external")
+        assert "cannot reach snapserver" in down.json()["error"]
+        await expect_errors(p, r.base, f"{topic}/client/anyone/set", {"40": "unknown_client"})
+        conf = tmp_path / "external.conf"
+        conf.write_text(
+            f"[server]\ndatadir = {tmp_path}\n[http]\nenabled = false\n"
+            f"[tcp]\nbind_to_address = 127.0.0.1\nport = {ports.control}\n"
+            f"[stream]\nbind_to_address = 127.0.0.1\nport = {ports.stream}\n"
+            f"source = pipe://{tmp_path}/ext.fifo?name=ext\n"
+        )
+        with snapserver(conf):
+            up = await p.wait_for(topic, lambda g: g.json()["server"] == "running", timeout=10)
+            assert [s["id"] for s in up.json()["streams"]] == ["ext"]
+            await expect_errors(p, r.base, f"{topic}/set", {"low_latency": "read_only"})
+        await p.wait_for(topic, lambda g: g.json()["server"] == "unreachable")

@@ -285,7 +285,13 @@ class Multiroom(Subsystem[MultiroomState, MultiroomConfig]):
             if self._refresh_wanted:
                 self._refresh_wanted = False
                 epoch = self._epoch
-                await self._control.call("Server.GetStatus", None, self._load)
+                try:
+                    await self._control.call("Server.GetStatus", None, self._load)
+                except BaseException:
+                    # Not loaded (a timeout, or setup's wait running out): ask again soon.
+                    self._refresh_wanted = True
+                    asyncio.get_running_loop().call_later(0.5, self._wake.set)
+                    raise
                 self._status_epoch = epoch
                 self._first_status.set()
             await self._welcome_clients()
