@@ -239,7 +239,9 @@ async def test_a_killed_snapserver_is_back_with_its_clients_within_5_s(
                 after=mark,
                 timeout=5.0,
             )
-            assert time.monotonic() - killed < 5.0
+            elapsed = time.monotonic() - killed
+            print(f"snapserver SIGKILL -> every client back as it was in {elapsed:.2f} s")
+            assert elapsed < 5.0
             assert back.json()["restarts"] == 1
 
 
