@@ -102,6 +102,7 @@ class Multiroom(Subsystem[MultiroomState, MultiroomConfig]):
         self._client_task: asyncio.Task[None] | None = None
         self._client_argv: list[str] = []
         self._unit_client_on: bool | None = None
+        self._unit_opts = ""
         self._multiroom = False
         self._output = ""
         self._active = "none"
@@ -403,18 +404,21 @@ class Multiroom(Subsystem[MultiroomState, MultiroomConfig]):
             self._watch(self._client_task)
 
     async def _sync_client_unit(self, want: bool) -> None:
-        if want == self._unit_client_on:
-            return
         # The unit reads its options from the data dir, so the node can point it at another card.
         opts = " ".join(self._local_argv(logsink=None)[1:])  # the unit adds --logsink=system
+        if (want, opts) == (self._unit_client_on, self._unit_opts):
+            return
         write_atomic(self.ctx.node.data_dir / "snapclient.env", f"SNAPCLIENT_OPTS={opts}\n".encode())
         unit = self._unit("snapclient.service")
         try:
-            await (unit.start() if want else unit.stop())
+            if want and self._unit_client_on:
+                await unit.restart()  # running with other options
+            else:
+                await (unit.start() if want else unit.stop())
         except DaemonError as exc:
             self.log.warning("multiroom: %s", exc)
             return
-        self._unit_client_on = want
+        self._unit_client_on, self._unit_opts = want, opts
 
     # Commands --------------------------------------------------------------------------------------
     def parse_text(self, text: str) -> Any:
