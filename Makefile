@@ -39,6 +39,7 @@ bench: deps $(STAMP)
 	$(BIN)/python -m bench.radio_search
 	$(BIN)/python -m bench.ui
 	$(BIN)/python -m bench.source_switch
+	$(BIN)/python -m bench.multiroom
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache

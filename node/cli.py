@@ -1,4 +1,4 @@
-"""Command line: `milo run` (the node), `milo schemas` (regenerate or --check schemas/), `milo version`."""
+"""Command line: `milo run` (the node), `milo satellite` (set-up), `milo schemas`, `milo version`."""
 
 from __future__ import annotations
 
@@ -38,6 +38,27 @@ def _parser() -> argparse.ArgumentParser:
         "--only", nargs="+", metavar="NAME", help=f"run only these subsystems ({', '.join(registry.names())})"
     )
     run.add_argument("--log-level", choices=["debug", "info", "warning", "error"])
+    sat = sub.add_parser(
+        "satellite", help="set this Pi up as a multiroom satellite of a main node (snapclient unit, host id)"
+    )
+    sat.add_argument("--server", required=True, help="the main node's host (its snapserver)")
+    sat.add_argument("--port", type=int, default=1704, help="snapserver's stream port (default 1704)")
+    sat.add_argument("--control-port", type=int, default=1705, help="its JSON-RPC port (default 1705)")
+    sat.add_argument("--name", help="the name this speaker shows under (default: the host name)")
+    sat.add_argument(
+        "--host-id", help="the client id (default: kept from before, else host name + machine id)"
+    )
+    sat.add_argument("--soundcard", default="default", help="ALSA PCM of this Pi's DAC (default: default)")
+    sat.add_argument("--mixer", default="software", help="snapclient --mixer (hardware:Digital on HiFiBerry)")
+    sat.add_argument("--latency", type=int, default=0, help="the DAC's own latency in ms")
+    sat.add_argument(
+        "--broker", help="also run `milo --only volume,...` on the main node's broker (mqtt://...)"
+    )
+    sat.add_argument("--data-dir", default="/var/lib/milo", help="where the client's options are kept")
+    sat.add_argument("--user", default="milo", help="the user the units run as")
+    sat.add_argument("--root", type=Path, help="write the files under this directory and run no systemctl")
+    sat.add_argument("--wait", type=float, default=20.0, help="seconds to wait for the client to connect")
+    sat.add_argument("--dry-run", action="store_true", help="print every step, do nothing")
     sch = sub.add_parser("schemas", help="write schemas/ from the models")
     sch.add_argument("--check", action="store_true", help="exit 1 if schemas/ is not current")
     sub.add_parser("version", help="print the version")
@@ -49,8 +70,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.cmd == "version":
         print(__version__)
         return 0
-    if args.cmd == "schemas":
-        return _schemas(check=args.check)
+    if args.cmd in ("schemas", "satellite"):
+        return _schemas(check=args.check) if args.cmd == "schemas" else _satellite(args)
     try:
         config = load(
             subsystem_names=registry.names(),
@@ -90,6 +111,12 @@ async def _run(config: object) -> None:
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     await serve(config, stop)  # type: ignore[arg-type]
+
+
+def _satellite(args: argparse.Namespace) -> int:
+    from node import satellite  # noqa: PLC0415 - only this command needs it
+
+    return satellite.run(satellite.options(args, registry.names()))
 
 
 def _schemas(*, check: bool) -> int:

@@ -15,6 +15,7 @@ from node.sources.spotify import Spotify
 from node.subsystems.equalizer import Equalizer
 from node.subsystems.info import Info
 from node.subsystems.knob import Knob
+from node.subsystems.multiroom import Multiroom
 from node.subsystems.player import Player
 from node.subsystems.routing import Routing
 from node.subsystems.screen import Screen
@@ -38,6 +39,7 @@ ALL: tuple[type[Subsystem[Any, Any]], ...] = (
     Equalizer,
     Volume,
     *SOURCES,
+    Multiroom,
     Player,
     Knob,
     Screen,

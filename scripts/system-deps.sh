@@ -19,6 +19,8 @@ packages=(
     chromium           # tests/ui: the real page in headless Chromium; also the kiosk browser of the touch screen
     shairport-sync     # the AirPlay receiver (pulls avahi-daemon, which announces it, and dbus)
     avahi-utils        # tests: avahi-publish announces a fake sender's remote control on a private Avahi
+    snapserver         # multiroom: the Snapcast server the node drives over JSON-RPC (0.26 on bookworm)
+    snapclient         # multiroom: the local client on this node's DAC, and the satellites' player
 )
 
 missing=()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import os
 import re
 import signal
@@ -13,11 +14,17 @@ from pathlib import Path
 
 import pytest
 
+from harness.alsa_sinks import sink_config, sinks_dir
+from harness.snapcast import Ports, multiroom_section
 from node import registry
 from node.config import load
 from node.framework.bus import BrokerURL
 from node.framework.errors import ConfigError
-from tests.conftest import Mosquitto
+from node.satellite import SATELLITE_SUBSYSTEMS
+from node.subsystems.info import Info
+from node.subsystems.multiroom import Multiroom
+from node.subsystems.routing import Routing
+from tests.conftest import Mosquitto, NodeFactory
 from tests.helpers import probe
 
 NAMES = ["info", "volume"]
@@ -191,3 +198,99 @@ def test_example_config_is_valid() -> None:
     for name, section in c.subsystems.items():
         registry.by_name(name).Config.model_validate(section)  # every section fits its subsystem
     assert c.mqtt.max_payload == 1048576
+
+
+# `milo satellite` --------------------------------------------------------------------------------------
+def is_empty(folder: Path) -> bool:
+    return not any(folder.iterdir())
+
+
+async def satellite(*args: str) -> tuple[int, str]:
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "node", "satellite", *args,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
+    )  # fmt: skip
+    out, _ = await asyncio.wait_for(proc.communicate(), 30)
+    return await proc.wait(), out.decode()
+
+
+async def test_satellite_dry_run_prints_every_step_and_writes_nothing(tmp_path: Path) -> None:
+    code, out = await satellite(
+        "--server", "192.0.2.7", "--name", "Kitchen", "--broker", "mqtt://192.0.2.7:1883",
+        "--root", str(tmp_path), "--dry-run",
+    )  # fmt: skip
+    assert code == 0, out
+    host_id = re.search(r"host id (\S+),", out)
+    assert host_id is not None and re.fullmatch(r"[a-z0-9-]+-[0-9a-f]{6}", host_id.group(1))
+    for step in (
+        f"would write {tmp_path}/etc/systemd/system/snapclient.service",
+        f"would write {tmp_path}/var/lib/milo/snapclient.env",
+        f"SNAPCLIENT_OPTS=-h 192.0.2.7 -p 1704 --hostID {host_id.group(1)} --player alsa -s default",
+        f"would write {tmp_path}/etc/milo/milo.toml",
+        # A satellite runs the registered ones of volume, screen and knob against the main node's broker.
+        f"only = {json.dumps([n for n in SATELLITE_SUBSYSTEMS if n in registry.names()])}",
+        "would run systemctl enable --now snapclient.service milo.service",
+        f"would name it: Client.SetName {{'id': '{host_id.group(1)}', 'name': 'Kitchen'}} on 192.0.2.7:1705",
+    ):
+        assert step in out, (step, out)
+    assert is_empty(tmp_path)
+    # The same machine gets the same id, run after run.
+    again = await satellite("--server", "192.0.2.7", "--root", str(tmp_path), "--dry-run")
+    assert f"host id {host_id.group(1)}," in again[1]
+
+
+async def test_a_satellite_set_up_shows_in_multiroom_by_itself_with_its_name(
+    run_node: NodeFactory, tmp_path: Path
+) -> None:
+    ports = Ports()
+    sections = {
+        "routing": sink_config(sinks_dir(tmp_path)),
+        "multiroom": multiroom_section(tmp_path, ports),
+    }
+    root = tmp_path / "pi"
+    async with (
+        run_node(subsystems=(Info, Routing, Multiroom), sections=sections) as r,
+        probe(r.port) as p,
+    ):
+        topic = f"{r.base}/multiroom"
+        await p.subscribe(topic)
+        await p.wait_for(topic, lambda g: g.json()["server"] == "running")
+        setup = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "node", "satellite",
+            "--server", "127.0.0.1", "--port", str(ports.stream), "--control-port", str(ports.control),
+            "--name", "Kitchen", "--host-id", "kitchen-pi", "--root", str(root), "--wait", "20",
+            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
+        )  # fmt: skip
+        assert setup.stdout is not None
+        lines: list[str] = []
+        # It writes its files, then says it names the client, then waits for it to connect.
+        while not (lines and lines[-1].startswith("name it: Client.SetName")):
+            lines.append((await asyncio.wait_for(setup.stdout.readline(), 10)).decode())
+            assert lines[-1], lines
+        assert "skip (--root): systemctl enable --now snapclient.service\n" in lines
+        opts = (root / "var/lib/milo/snapclient.env").read_text().split("SNAPCLIENT_OPTS=", 1)[1]
+        argv = opts.split()
+        # What systemd would start, but into a paced file instead of this machine's (absent) card.
+        argv[argv.index("--player") + 1 : argv.index("--player") + 4] = ["file:filename=null"]
+        assert argv[:6] == ["-h", "127.0.0.1", "-p", str(ports.stream), "--hostID", "kitchen-pi"]
+        client = await asyncio.create_subprocess_exec(
+            "snapclient", *argv, stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL
+        )
+        try:
+            rest, _ = await asyncio.wait_for(setup.communicate(), 30)
+            assert await setup.wait() == 0, "".join(lines) + rest.decode()
+            got = await p.wait_for(
+                topic,
+                lambda g: any(
+                    c["id"] == "kitchen-pi" and c["name"] == "Kitchen" for c in g.json()["clients"]
+                ),
+            )
+            assert [c["connected"] for c in got.json()["clients"] if c["id"] == "kitchen-pi"] == [True]
+        finally:
+            client.terminate()
+            await client.wait()
+    unit = (root / "etc/systemd/system/snapclient.service").read_text()
+    assert "EnvironmentFile=-/var/lib/milo/snapclient.env" in unit
+    # Set up again without --host-id: it keeps the id the server knows it by.
+    code, out = await satellite("--server", "127.0.0.1", "--root", str(root), "--dry-run")
+    assert code == 0 and "host id kitchen-pi," in out, out

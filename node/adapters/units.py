@@ -41,6 +41,9 @@ def base_context(
     go_librespot: str = "/usr/local/bin/go-librespot",
     roc_recv: str = "/usr/local/bin/roc-recv",
     roc_ports: tuple[int, int, int] = (10011, 10012, 10013),
+    snapserver: str = "/usr/bin/snapserver",
+    snapclient: str = "/usr/bin/snapclient",
+    snapserver_host: str = "127.0.0.1",
     **daemons: Any,
 ) -> dict[str, Any]:
     """What every template may use: who runs it, where its files are, where the programs are.
@@ -66,5 +69,9 @@ def base_context(
         "go_librespot": go_librespot,
         "roc_recv": roc_recv,
         "roc_ports": roc_ports,
+        # snapserver/snapclient units (multiroom); a satellite's client names its main node's host.
+        "snapserver": snapserver,
+        "snapclient": snapclient,
+        "snapserver_host": snapserver_host,
         **daemons,
     }

@@ -76,6 +76,15 @@ class RoutingView(BaseModel):
     multiroom: bool = False
     equalizer: bool = False
     pcms: dict[str, str] = Field(default_factory=dict, description="source -> ALSA PCM to play into now")
+    output: str = Field(default="", description="what the direct chain ends in: the DAC (hw:<card>,<dev>...)")
+
+
+class ActiveSourceView(BaseModel):
+    """`<base>/source` as the multiroom subsystem reads it: which source plays now."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    active: str = "none"
 
 
 class MultiroomClientView(BaseModel):

@@ -15,6 +15,7 @@ from harness.alsa_sinks import sink_config, sinks_dir
 from harness.net import free_port
 from harness.pulse import Pulse
 from harness.shairport import fake_program
+from harness.snapcast import Ports, multiroom_section
 from node import registry
 from node.adapters.roc import free_udp_ports
 from node.framework.store import Store
@@ -55,6 +56,8 @@ def environment(tmp_path: Path) -> dict[str, dict[str, Any]]:
         "spotify": {"binary": str(go_librespot.install(tmp_path / "bin")), "port": free_port()},
         # The fake roc-recv; the relay on loopback ports of its own.
         "roc": {"binary": str(roc_recv.install(tmp_path / "bin")), "bind": "127.0.0.1", **roc_ports()},
+        # Loopback ports of its own, FIFOs for the streams (no snd-aloop), the local client into no sink.
+        "multiroom": multiroom_section(tmp_path, Ports(), client_player="file:filename=null"),
     }
 
 

@@ -1,12 +1,16 @@
-// Multiroom: on/off (routing) and every Snapcast client with its volume, mute, name and latency.
+// Multiroom: on/off (routing), the Snapcast server and its preset, every client with its volume, mute,
+// name and latency. The state is the multiroom subsystem's (see schemas/multiroom.state.json).
 import * as node from '../node.js';
 import { h, icon, clear, guardSlider, notAvailable } from '../dom.js';
-import { t } from '../i18n.js';
+import { t, tOr } from '../i18n.js';
+
+const PRESETS = ['low_latency', 'balanced', 'quality'];
 
 const el = {};
 const rows = new Map(); // client id -> { guard, mute, latency }
 let signature = '';
 let renaming = null;
+let presetsSignature = '';
 
 export default { id: 'multiroom', icon: 'multiroom', label: 'nav.multiroom', mount, update };
 
@@ -15,7 +19,14 @@ function mount(root) {
   el.enabled = h('input', { type: 'checkbox', id: 'mr-enabled', onChange: () => node.send('routing/set', { multiroom: el.enabled.checked }) });
   el.switch = h('label.switch', {}, el.enabled, h('span', { i18n: 'multiroom.enabled' }));
   el.clients = h('ul.list', { id: 'clients' });
-  el.body = h('div', {}, el.switch, h('h2', { i18n: 'multiroom.clients' }), el.clients);
+  el.status = h('span.dim', { id: 'mr-server' });
+  el.presets = h('div.chips', { id: 'mr-presets', role: 'group', label: 'multiroom.preset' });
+  el.settings = h('p.dim', { id: 'mr-settings' });
+  el.playing = h('p', { id: 'mr-playing' });
+  el.server = h('section', { id: 'mr-server-box' },
+    h('div.row', {}, h('h2.grow', { i18n: 'multiroom.server' }), el.status),
+    h('p.dim', { i18n: 'multiroom.preset' }), el.presets, el.settings, el.playing);
+  el.body = h('div', {}, el.switch, h('h2', { i18n: 'multiroom.clients' }), el.clients, el.server);
   root.append(el.missing, el.body);
 }
 
@@ -39,7 +50,8 @@ function row(client) {
     show: (v) => { pct.textContent = String(v); },
   });
   const mute = h('button.icon', { label: 'vol.mute', onClick: () => clientSet(id, { muted: !current(id).muted }) }, icon('volume'));
-  const latency = h('input', { type: 'number', step: 10, min: -10000, max: 10000, inputMode: 'numeric', 'aria-label': t('multiroom.latency') });
+  const buffer = Number(node.get('multiroom')?.settings?.buffer_ms) || 10000;
+  const latency = h('input', { type: 'number', step: 10, min: 0, max: buffer, inputMode: 'numeric', 'aria-label': t('multiroom.latency') });
   latency.addEventListener('change', () => clientSet(id, { latency: Number(latency.value) || 0 }));
   const nudge = (delta) => clientSet(id, { latency: (Number(current(id).latency) || 0) + delta });
   rows.set(id, { guard, mute, latency, pct });
@@ -47,10 +59,18 @@ function row(client) {
     ? renameForm(client)
     : h('div.row', {},
       h('span.name.grow.ellipsis', { text: client.name || id }),
+      client.local ? h('span.badge', { i18n: 'multiroom.this_node' }) : null,
       client.connected === false ? h('span.off', { i18n: 'multiroom.disconnected' }) : null,
+      client.connected === false && !client.local
+        ? h('button.forget', { i18n: 'multiroom.forget', onClick: () => clientSet(id, { forget: true }) })
+        : null,
       h('button.icon', { label: 'multiroom.rename', onClick: () => { renaming = id; update(null, true); } }, icon('edit')));
+  const about = client.host || client.version
+    ? h('div.row.dim.about', { text: t('multiroom.client_info', { host: client.host || id, version: client.version || '?' }) })
+    : null;
   return h('li.client', { dataset: { id } },
     title,
+    about,
     h('div.row', {}, mute, volume, pct),
     h('div.row', {}, h('span.dim.grow', { i18n: 'multiroom.latency' }),
       h('span.latency', {},
@@ -90,7 +110,8 @@ function update(paths, force = false) {
   const list = clients(state);
   // Rows are rebuilt only when the clients themselves change, never for a volume: a slider being
   // dragged stays the same element.
-  const shape = JSON.stringify([list.map((c) => [c.id, c.name, c.connected]), renaming, document.documentElement.lang]);
+  const shape = JSON.stringify([list.map((c) => [c.id, c.name, c.connected, c.local, c.host, c.version]),
+    state.settings?.buffer_ms, renaming, document.documentElement.lang]);
   if (force || !paths || shape !== signature) {
     signature = shape;
     rows.clear();
@@ -104,4 +125,29 @@ function update(paths, force = false) {
     r.mute.setAttribute('aria-pressed', String(Boolean(client.muted)));
     if (document.activeElement !== r.latency) r.latency.value = client.latency ?? 0;
   }
+  server(state);
+}
+
+// The server's own part: it is there only when a multiroom subsystem publishes (not a hand-made state).
+function server(state) {
+  const settings = state.settings;
+  el.server.hidden = !settings;
+  if (!settings) return;
+  const status = state.server || 'starting';
+  el.status.textContent = [tOr(`multiroom.server_state.${status}`, status), state.version].filter(Boolean).join(' · ');
+  el.status.dataset.status = status;
+  const names = Object.keys(state.presets || {}).length ? Object.keys(state.presets) : PRESETS;
+  const signature = JSON.stringify([names, settings.preset, document.documentElement.lang]);
+  if (signature !== presetsSignature) {
+    presetsSignature = signature;
+    clear(el.presets, names.map((name) => h('button', {
+      dataset: { preset: name },
+      'aria-pressed': String(settings.preset === name),
+      onClick: () => node.send('multiroom/set', { preset: name }),
+    }, tOr(`multiroom.preset.${name}`, name))));
+    if (settings.preset === 'custom') el.presets.append(h('button', { 'aria-pressed': 'true', disabled: true, i18n: 'multiroom.preset.custom' }));
+  }
+  el.settings.textContent = t('multiroom.settings', { buffer: settings.buffer_ms, codec: settings.codec, chunk: settings.chunk_ms });
+  el.playing.hidden = !state.stream;
+  if (state.stream) el.playing.textContent = t('multiroom.playing', { stream: tOr(`source.${state.stream}`, state.stream) });
 }
