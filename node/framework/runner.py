@@ -253,7 +253,7 @@ class Runner:
                 self._priming = []
                 for path in self.cls.watches:
                     topic_filter = self.topics.of(path)
-                    await self.bus.subscribe(topic_filter, self._enqueue)
+                    await self.bus.subscribe(topic_filter, self._enqueue_watched)
                     watching.append(topic_filter)
                 await instance.setup()
                 while self._priming:
@@ -280,7 +280,7 @@ class Runner:
                 self.instance = None
                 self._priming = None
                 for topic_filter in watching:
-                    await self.bus.unsubscribe(topic_filter, self._enqueue)
+                    await self.bus.unsubscribe(topic_filter, self._enqueue_watched)
                 with contextlib.suppress(Exception):
                     await instance.teardown()
 
@@ -314,6 +314,24 @@ class Runner:
     def _enqueue(self, message: Message) -> None:
         self._inbox.put_nowait(message)
 
+    def _enqueue_watched(self, message: Message) -> None:
+        # Handed over at delivery, not through the inbox: the in-process bus delivers the retained
+        # messages during subscribe, and a setup() that never yields must still see them first.
+        if self._is_command(message.topic):
+            return  # a watch that matches one of its own command topics: the command path has it
+        if self._priming is not None:
+            self._priming.append(message)
+        else:
+            self._inbox.put_nowait(message)
+
+    def _is_command(self, topic: str) -> bool:
+        return (
+            topic in (self.t_set, self.t_get, self.t_config_set, self.t_config_get, self.t_state)
+            or topic in self.t_requests
+            or topic in self.t_owned_set
+            or topic in self.t_owned_get
+        )
+
     async def _consume(self) -> None:
         while True:
             message = await self._inbox.get()
@@ -332,13 +350,7 @@ class Runner:
         if topic == self.t_state:
             await self._defend(message)
             return
-        is_command = (
-            topic in (self.t_set, self.t_get, self.t_config_set, self.t_config_get)
-            or topic in self.t_requests
-            or topic in self.t_owned_set
-            or topic in self.t_owned_get
-        )
-        if not is_command:
+        if not self._is_command(topic):
             if self._priming is not None:
                 self._priming.append(message)
             elif self.instance is not None:
