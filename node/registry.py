@@ -10,6 +10,7 @@ from node.framework.subsystem import SourceSpec, Subsystem
 from node.sources import Source
 from node.sources.radio import Radio
 from node.subsystems.equalizer import Equalizer
+from node.subsystems.homeassistant import HomeAssistant
 from node.subsystems.info import Info
 from node.subsystems.player import Player
 from node.subsystems.routing import Routing
@@ -22,7 +23,16 @@ SOURCES: tuple[type[Source[Any, Any]], ...] = (Radio,)
 
 # Start order: the router writes asound.conf before the others open ALSA devices; the sources start
 # before the player, which aggregates them.
-ALL: tuple[type[Subsystem[Any, Any]], ...] = (Info, Routing, Equalizer, Volume, *SOURCES, Player, Ui)
+ALL: tuple[type[Subsystem[Any, Any]], ...] = (
+    Info,
+    Routing,
+    Equalizer,
+    Volume,
+    *SOURCES,
+    Player,
+    Ui,
+    HomeAssistant,  # last: it describes the others' topics, so it starts when they are there
+)
 
 
 def names() -> list[str]:
