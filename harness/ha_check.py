@@ -1,4 +1,4 @@
-"""Checks discovery payloads with Home Assistant's own code: run by the Home Assistant venv's python, not ours."""
+"""Checks discovery payloads with Home Assistant's own code; run by the Home Assistant venv's python."""
 
 # Input (stdin, JSON): {"configs": {topic: payload}, "retained": {topic: payload}}, every payload text.
 # Each device config goes through what Home Assistant's MQTT discovery does with one (abbreviations,
@@ -35,10 +35,7 @@ def _command(cv: Any, template: str | None, value: Any) -> str:
     return str(cv.template(template).async_render({"value": value}, parse_result=False))
 
 
-def _check_state(
-    cv: Any, key: str, platform: str, config: dict[str, Any], retained: dict[str, str], problems: list[str]
-) -> dict[str, Any]:
-    found: dict[str, Any] = {"platform": platform, "commands": {}}
+def _available(key: str, config: dict[str, Any], retained: dict[str, str], problems: list[str]) -> bool:
     available = True
     for check in config.get("availability", []):
         payload = retained.get(check["topic"])
@@ -50,14 +47,21 @@ def _check_state(
         if payload not in (check.get("payload_available", "online"), check.get("payload_not_available")):
             problems.append(f"{key}: availability on {check['topic']} rendered {payload!r}")
         available = available and payload == check.get("payload_available", "online")
-    found["available"] = available
+    return available
+
+
+def _check_state(
+    cv: Any, key: str, config: dict[str, Any], *, platform: str, retained: dict[str, str], problems: list[str]
+) -> dict[str, Any]:
+    found: dict[str, Any] = {"platform": platform, "commands": {}}
+    available = found["available"] = _available(key, config, retained, problems)
     state_topic = config.get("state_topic") or config.get("url_topic")
     template = config.get("value_template") or config.get("url_template")
     state: str | None = None
     if state_topic and template is not None:
         try:
             state = _render(cv, template.template, retained.get(state_topic))
-        except Exception as exc:  # noqa: BLE001 - any rendering failure is the finding
+        except Exception as exc:
             problems.append(f"{key}: {state_topic}: {exc}")
     found["state"] = state
     if state is not None and available:
@@ -104,10 +108,9 @@ def _check_value(key: str, platform: str, config: dict[str, Any], state: str, pr
 
 
 def check(configs: dict[str, str | None], retained: dict[str, str]) -> dict[str, Any]:
+    import homeassistant.helpers.config_validation as cv  # noqa: PLC0415
     import voluptuous as vol  # noqa: PLC0415
     from homeassistant.components.mqtt import discovery, schemas  # noqa: PLC0415
-
-    import homeassistant.helpers.config_validation as cv  # noqa: PLC0415
 
     problems: list[str] = []
     entities: dict[str, Any] = {}
@@ -141,7 +144,9 @@ def check(configs: dict[str, str | None], retained: dict[str, str]) -> dict[str,
             dropped = set(config) - set(validated) - NEWER_KEYS
             if dropped:
                 problems.append(f"{topic} {key} ({platform}): keys Home Assistant ignores: {sorted(dropped)}")
-            entities[key] = _check_state(cv, key, platform, validated, retained, problems)
+            entities[key] = _check_state(
+                cv, key, validated, platform=platform, retained=retained, problems=problems
+            )
     return {"problems": problems, "entities": entities}
 
 

@@ -25,6 +25,8 @@ from tests.helpers import Got, Probe, expect_errors, probe
 # State fields that move by themselves between two reads; every other field must stay put.
 MOVING: dict[str, frozenset[str]] = {
     "info": frozenset({"uptime_s", "rss_mb", "cpu_temp_c", "subsystems", "notices"}),
+    # Follows the other subsystems' topics, which arrive in their own time on an external broker.
+    "homeassistant": frozenset({"announced", "components"}),
 }
 NOT_JSON = "{not json"
 UNKNOWN_KEY = '{"no_such_key_xyz": 1}'
@@ -42,6 +44,8 @@ def environment(tmp_path: Path) -> dict[str, dict[str, Any]]:
         "volume": {"device": "pulse", "control": "Master"},
         # Nothing leaves the machine: a directory that refuses connections, no index download.
         "radio": {"directory_url": f"http://127.0.0.1:{free_port()}", "index_refresh_h": 0},
+        # Its own discovery prefix: what it announces never reaches a Home Assistant on the test broker.
+        "homeassistant": {"prefix": f"test-ha-{uuid.uuid4().hex[:8]}", "birth_delay_s": 0},
     }
 
 

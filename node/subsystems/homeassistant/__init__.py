@@ -126,10 +126,10 @@ class HomeAssistant(Subsystem[HomeAssistantState, HomeAssistantConfig]):
             await self.ctx.bus.unsubscribe(topic, self._inbox.put_nowait)
 
     async def run(self) -> None:
-        # What the broker retains on the config topic (the last run's announcement) is known first,
-        # so an unchanged announcement is not sent again.
+        # What arrived while setting up is what the broker retained: the last run's announcement (so an
+        # unchanged one is not sent again), or a birth message from long ago (not a start-up now).
         while not self._inbox.empty():
-            await self._handle(self._inbox.get_nowait())
+            await self._handle(self._inbox.get_nowait(), starting=True)
         self._spawn(self._read_inbox())
         await self._announce()
         while True:
@@ -161,31 +161,31 @@ class HomeAssistant(Subsystem[HomeAssistantState, HomeAssistantConfig]):
         while True:
             await self._handle(await self._inbox.get())
 
-    async def _handle(self, message: Message) -> None:
+    async def _handle(self, message: Message, *, starting: bool = False) -> None:
+        # The retain flag cannot tell: over MQTT 5 the bus asks for it as published, live or not.
         if message.topic == self.birth_topic:
-            # Home Assistant's birth message is not retained; a retained one is from long ago.
-            if message.payload.strip() == b"online" and not message.retain:
+            if message.payload.strip() == b"online" and not starting:
                 self._spawn(self._answer_birth())
         elif message.topic == self.config_topic:
             await self._on_config_topic(message)
 
     async def _on_config_topic(self, message: Message) -> None:
-        if message.retain:
-            self._retained = message.payload
-            return
         if message.payload in self._sent:
             while self._sent and self._sent.popleft() != message.payload:
                 pass
             return
         if message.payload:
-            self.log.info("homeassistant: someone else rewrote %s; left alone", self.config_topic)
+            # Retained from the last run, or someone else's: what the broker holds now.
+            self._retained = message.payload
             return
-        # Home Assistant clears the device's config topic when the user deletes the device (or one of
-        # its entities): it stays deleted until `homeassistant/set restore`.
+        # An empty payload is never retained, so it is live: Home Assistant clears the device's config
+        # topic when the user deletes the device (or one of its entities). It stays deleted until
+        # `homeassistant/set restore`.
         self.log.info("homeassistant: the device was deleted in Home Assistant; not announcing it again")
         self.data = HomeAssistantData(removed_by_user=True)
         self.save_data()
-        self._last = b""
+        self._last = None
+        self._retained = None
         await self.set_state(removed_by_user=True, announced=False, components=0)
 
     async def _answer_birth(self) -> None:
@@ -276,8 +276,7 @@ class HomeAssistant(Subsystem[HomeAssistantState, HomeAssistantConfig]):
             data, live = self.payload()
             if not live and not self.data.components:
                 return  # nothing known yet: the topics of the others have not arrived
-            on_broker = self._last if self._last is not None else self._retained
-            if force or data != on_broker:
+            if force or data != (self._last if self._last is not None else self._retained):
                 self._last = data
                 self._sent.append(data)
                 await self.ctx.bus.publish(self.config_topic, data, retain=True)
@@ -295,5 +294,5 @@ class HomeAssistant(Subsystem[HomeAssistantState, HomeAssistantConfig]):
             await self.ctx.bus.publish(topic, b"", retain=True)
         self.data = self.data.model_copy(update={"components": {}})
         self.save_data()
-        self._last = b""
+        self._last = self._retained = None
         await self.set_state(announced=False, components=0)
