@@ -24,6 +24,7 @@ from node.subsystems.homeassistant.entities import (
     Make,
     Seen,
     build,
+    known,
     source_names,
     watched,
 )
@@ -71,10 +72,12 @@ class HomeAssistantData(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     removed_by_user: bool = False
-    # Component id -> platform of everything announced since the device was last cleared: one that goes
-    # away is sent as `{"platform": ...}` alone (how device discovery removes one entity), and kept so,
-    # so a Home Assistant that was off when it went learns it from the retained config too.
-    components: dict[str, str] = Field(default_factory=dict)
+    # Component id -> [platform, its subsystem's state topic] of everything announced since the device
+    # was last cleared: one whose subsystem is there but no longer calls for it is sent as
+    # `{"platform": ...}` alone (how device discovery removes one entity), and kept so, so a Home
+    # Assistant that was off then learns it from the retained config too. One whose subsystem has not
+    # been heard of yet (still starting, another process) is left out, which changes nothing there.
+    components: dict[str, tuple[str, str]] = Field(default_factory=dict)
 
 
 HomeAssistantCommand = Literal["announce", "restore"]
@@ -131,7 +134,7 @@ class HomeAssistant(Subsystem[HomeAssistantState, HomeAssistantConfig]):
         while not self._inbox.empty():
             await self._handle(self._inbox.get_nowait(), starting=True)
         self._spawn(self._read_inbox())
-        await self._announce()
+        # Announced once the others' retained states are in (the first of them starts the wait).
         while True:
             await self._dirty.wait()
             await asyncio.sleep(COALESCE_S)  # the rest of a burst of states joins this announcement
@@ -253,13 +256,14 @@ class HomeAssistant(Subsystem[HomeAssistantState, HomeAssistantConfig]):
             device["configuration_url"] = f"{make.web}/"
         return device
 
-    def payload(self) -> tuple[bytes, dict[str, Component]]:
-        """The device config to announce now, and the live components in it."""
+    def payload(self) -> tuple[bytes, dict[str, tuple[str, Component]]]:
+        """The device config to announce now, and the live components in it (with their subsystem)."""
         make = self._make()
         live = build(self._seen, make)
-        components: dict[str, Component] = dict(live)
-        for key, platform in self.data.components.items():
-            if key not in live:
+        components: dict[str, Component] = {key: component for key, (_, component) in live.items()}
+        present = known(self._seen)
+        for key, (platform, owner) in self.data.components.items():
+            if key not in live and owner in present:
                 components[key] = {"platform": platform}
         body = {
             "device": self._device(make),
@@ -281,9 +285,9 @@ class HomeAssistant(Subsystem[HomeAssistantState, HomeAssistantConfig]):
                 self._sent.append(data)
                 await self.ctx.bus.publish(self.config_topic, data, retain=True)
             self._last = data
-            known = {**self.data.components, **{k: c["platform"] for k, c in live.items()}}
-            if known != self.data.components:
-                self.data = self.data.model_copy(update={"components": known})
+            ever = {**self.data.components, **{k: (c["platform"], o) for k, (o, c) in live.items()}}
+            if ever != self.data.components:
+                self.data = self.data.model_copy(update={"components": ever})
                 self.save_data()
             await self.set_state(announced=True, components=len(live))
 

@@ -519,18 +519,24 @@ def source_names(seen: Seen) -> list[str]:
     return sorted(names)
 
 
-def build(seen: Seen, make: Make) -> dict[str, Component]:
-    """Every component the node's topics call for now, keyed by component id.
+def known(seen: Seen) -> set[str]:
+    """The state topics of the subsystems this node has (their config topic is retained), on or off."""
+    topics = {f.topic for f in FEATURES.values() if seen.enabled(f.topic) is not None}
+    return topics | {f"source/{name}" for name in source_names(seen)}
+
+
+def build(seen: Seen, make: Make) -> dict[str, tuple[str, Component]]:
+    """Every component the node's topics call for now, by component id, with its subsystem's state topic.
 
     A subsystem without a config topic is not on this node: no entities. One whose config says
     `enabled: false` is switched off: its entities are removed. One that is unavailable or crashed
     keeps them, and their availability says so.
     """
-    components: dict[str, Component] = {}
+    components: dict[str, tuple[str, Component]] = {}
     for feature in FEATURES.values():
         if seen.enabled(feature.topic):
-            components.update(feature.build(seen, make))
+            components.update((k, (feature.topic, c)) for k, c in feature.build(seen, make))
     for name in source_names(seen):
         if seen.enabled(f"source/{name}"):
-            components.update(source_entities(name, seen, make))
+            components.update((k, (f"source/{name}", c)) for k, c in source_entities(name, seen, make))
     return components
