@@ -26,6 +26,8 @@ STATION = "96062a7b-0601-11e8-ae97-52543be04c81"
 OTHER = "11111111-2222-3333-4444-555555555555"
 EXAMPLE_STREAMS = ("https://radio.example.org/stream.mp3", "https://icecast.example.org/stream.mp3")
 COMMAND_TIMEOUT = 10.0
+# The first play loads libmpv and FFmpeg into the node's process, which holds its loop for a while.
+ANSWER_TIMEOUT = 15.0
 ARROW = "# -> "
 
 
@@ -140,7 +142,9 @@ class Runner:
                 assert any(_payload_matches(expected, p) for p in payloads), f"{where}: printed {printed}"
             return
         try:
-            await self.p.wait_for(topic, lambda g: _payload_matches(expected, g.text), after=mark)
+            await self.p.wait_for(
+                topic, lambda g: _payload_matches(expected, g.text), after=mark, timeout=ANSWER_TIMEOUT
+            )
         except AssertionError as exc:
             raise AssertionError(f"{where}: {exc}"[:3000]) from None
 
