@@ -131,4 +131,5 @@ def _schemas(*, check: bool) -> int:
         return 0
     for name in schemagen.write():
         print(f"wrote schemas/{name}")
+    print("wrote the reference in docs/mqtt.md")
     return 0

@@ -13,6 +13,7 @@ from node.sources.radio import Radio
 from node.sources.roc import Roc
 from node.sources.spotify import Spotify
 from node.subsystems.equalizer import Equalizer
+from node.subsystems.homeassistant import HomeAssistant
 from node.subsystems.info import Info
 from node.subsystems.knob import Knob
 from node.subsystems.multiroom import Multiroom
@@ -44,6 +45,7 @@ ALL: tuple[type[Subsystem[Any, Any]], ...] = (
     Knob,
     Screen,
     Ui,
+    HomeAssistant,  # last: it describes the others' topics, so it starts when they are there
 )
 
 

@@ -107,11 +107,12 @@ class MultiroomView(BaseModel):
 
 
 class SourcesView(BaseModel):
-    """`<base>/source` as the knob (next source) and the screen (who plays, who connects) read it."""
+    """`<base>/source` as the knob, the screen and Home Assistant read it."""
 
     model_config = ConfigDict(extra="ignore")
 
     active: str = "none"
+    enabled: list[str] = Field(default_factory=list, description="sources whose config enables them")
     available: list[str] = Field(default_factory=list, description="enabled sources that can play now")
     # Plain strings: a state a later source adds must not make the whole topic unreadable here.
     states: dict[str, str] = Field(default_factory=dict)
@@ -127,12 +128,13 @@ class PlayerView(BaseModel):
 
 
 class VolumeView(BaseModel):
-    """`<base>/volume` as a source that maps its own volume slider onto the node's one volume reads it."""
+    """`<base>/volume` as a source mapping its own slider onto it, or Home Assistant, reads it."""
 
     model_config = ConfigDict(extra="ignore")
 
     percent: int = Field(default=0, ge=0, le=100)
     muted: bool = False
+    limit_max: int = Field(default=100, description="highest percent a command may set")
 
 
 ViewT = TypeVar("ViewT", bound=BaseModel)
@@ -147,3 +149,90 @@ def read_view(model: type[ViewT], payload: bytes, log: logging.Logger) -> ViewT 
     except ValidationError as exc:
         log.warning("ignoring a %s it cannot read: %s", model.__name__, exc)
         return None
+
+
+# What the `homeassistant` subsystem reads of the others (it describes their topics to Home Assistant).
+class AbsentView(BaseModel):
+    """A state topic whose subsystem does not run: `{"status", "reason"}` (see Subsystem.absent_state)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    status: Literal["unavailable", "disabled", "crashed", "config_error"]
+    reason: str = ""
+
+
+def absent_of(payload: bytes) -> AbsentView | None:
+    """The `{"status", "reason"}` record a state topic holds while its subsystem does not run, else None."""
+    try:
+        return AbsentView.model_validate_json(payload)
+    except ValidationError:
+        return None
+
+
+class EnabledView(BaseModel):
+    """`<sub>/config` as another subsystem reads it: whether it is switched on."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    enabled: bool = True
+
+
+class SubsystemStatusView(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+    status: str = ""
+    detail: str = ""
+
+
+class InfoView(BaseModel):
+    """`<base>/info`: what the node is, its addresses and ports, and how each subsystem is doing."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    node_id: str = ""
+    version: str = ""
+    host: str = ""
+    platform: str = ""
+    addresses: list[str] = Field(default_factory=list)
+    http_port: int | None = None
+    uptime_s: int = 0
+    cpu_temp_c: float | None = None
+    subsystems: dict[str, SubsystemStatusView] = Field(default_factory=dict)
+
+
+class EqualizerView(BaseModel):
+    """`<base>/equalizer`: bands, presets and the range a band may take."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    bands: dict[str, float] = Field(default_factory=dict)
+    preset: str | None = None
+    presets: list[str] = Field(default_factory=list)
+    min_db: float = -12.0
+    max_db: float = 12.0
+
+
+class StationView(BaseModel):
+    """A station of a radio list: its id and its name are all another subsystem needs."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    id: str
+    name: str = ""
+
+
+class StationListView(BaseModel):
+    """`<base>/radio/favorites` (or `radio/custom`): the ordered stations."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    stations: list[StationView] = Field(default_factory=list)
+
+
+class UiView(BaseModel):
+    """`<base>/ui`: the language every screen speaks, and those offered."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    language: str = ""
+    languages: list[str] = Field(default_factory=list)

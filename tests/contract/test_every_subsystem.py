@@ -29,6 +29,8 @@ from tests.helpers import Got, Probe, expect_errors, probe
 # State fields that move by themselves between two reads; every other field must stay put.
 MOVING: dict[str, frozenset[str]] = {
     "info": frozenset({"uptime_s", "rss_mb", "cpu_temp_c", "subsystems", "notices"}),
+    # Follows the other subsystems' topics, which arrive in their own time on an external broker.
+    "homeassistant": frozenset({"announced", "components"}),
 }
 NOT_JSON = "{not json"
 UNKNOWN_KEY = '{"no_such_key_xyz": 1}'
@@ -58,6 +60,8 @@ def environment(tmp_path: Path) -> dict[str, dict[str, Any]]:
         "roc": {"binary": str(roc_recv.install(tmp_path / "bin")), "bind": "127.0.0.1", **roc_ports()},
         # Loopback ports of its own, FIFOs for the streams (no snd-aloop), the local client into no sink.
         "multiroom": multiroom_section(tmp_path, Ports(), client_player="file:filename=null"),
+        # Its own discovery prefix: what it announces never reaches a Home Assistant on the test broker.
+        "homeassistant": {"prefix": f"test-ha-{uuid.uuid4().hex[:8]}", "birth_delay_s": 0},
     }
 
 

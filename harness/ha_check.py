@@ -1,0 +1,171 @@
+"""Checks discovery payloads with Home Assistant's own code; run by the Home Assistant venv's python."""
+
+# Input (stdin, JSON): {"configs": {topic: payload}, "retained": {topic: payload}}, every payload text.
+# Each device config goes through what Home Assistant's MQTT discovery does with one (abbreviations,
+# the device discovery schema, shared options, each platform's DISCOVERY_SCHEMA); a key the schema
+# would silently drop is a problem too (a typo), except the ones newer releases added. Then every
+# template is rendered against the retained states given, as Home Assistant would render it, and what
+# it yields is checked against the entity's own options, range or states. Output (stdout, JSON):
+# {"problems": [...], "entities": {component id: {"platform", "state", "available", "commands"}}}.
+# Exit status 1 when there are problems.
+
+from __future__ import annotations
+
+import asyncio
+import importlib
+import json
+import sys
+import tempfile
+from typing import Any
+
+# Newer than the Home Assistant this runs (2025.4): dropped by its schema, understood by later ones.
+NEWER_KEYS = {"default_entity_id"}
+
+
+def _render(cv: Any, template: str, payload: str | None) -> str:
+    compiled = cv.template(template)
+    if payload is None:
+        raise ValueError("no retained state to render it with")
+    return str(compiled.async_render_with_possible_json_value(payload))
+
+
+def _command(cv: Any, template: str | None, value: Any) -> str:
+    if template is None:
+        return str(value)
+    return str(cv.template(template).async_render({"value": value}, parse_result=False))
+
+
+def _available(key: str, config: dict[str, Any], retained: dict[str, str], problems: list[str]) -> bool:
+    available = True
+    for check in config.get("availability", []):
+        payload = retained.get(check["topic"])
+        if payload is None:
+            available = False
+            continue
+        if "value_template" in check:
+            payload = str(check["value_template"].async_render_with_possible_json_value(payload))
+        if payload not in (check.get("payload_available", "online"), check.get("payload_not_available")):
+            problems.append(f"{key}: availability on {check['topic']} rendered {payload!r}")
+        available = available and payload == check.get("payload_available", "online")
+    return available
+
+
+def _check_state(
+    cv: Any, key: str, config: dict[str, Any], *, platform: str, retained: dict[str, str], problems: list[str]
+) -> dict[str, Any]:
+    found: dict[str, Any] = {"platform": platform, "commands": {}}
+    available = found["available"] = _available(key, config, retained, problems)
+    state_topic = config.get("state_topic") or config.get("url_topic")
+    template = config.get("value_template") or config.get("url_template")
+    state: str | None = None
+    if state_topic and template is not None:
+        try:
+            state = _render(cv, template.template, retained.get(state_topic))
+        except Exception as exc:
+            problems.append(f"{key}: {state_topic}: {exc}")
+    found["state"] = state
+    if state is not None and available:
+        _check_value(key, platform, config, state, problems)
+    attributes = config.get("json_attributes_template")
+    if attributes is not None and config.get("json_attributes_topic") in retained:
+        rendered = _render(cv, attributes.template, retained[config["json_attributes_topic"]])
+        if not isinstance(json.loads(rendered), dict):
+            problems.append(f"{key}: attributes rendered {rendered!r}, not an object")
+    command = config.get("command_template")
+    raw = command.template if command is not None else None
+    if platform == "select":
+        found["commands"] = {option: _command(cv, raw, option) for option in config["options"]}
+    elif platform == "number":
+        found["commands"] = {str(v): _command(cv, raw, v) for v in (config["min"], config["max"])}
+    elif platform == "switch":
+        found["commands"] = {"ON": config["payload_on"], "OFF": config["payload_off"]}
+    elif platform == "button":
+        found["commands"] = {"PRESS": config["payload_press"]}
+    return found
+
+
+def _check_value(key: str, platform: str, config: dict[str, Any], state: str, problems: list[str]) -> None:
+    none = state.strip().lower() == "none"
+    if platform == "select" and not none and state not in config["options"]:
+        problems.append(f"{key}: state {state!r} is not one of {config['options']}")
+    elif platform == "number":
+        value = float(state)
+        if not config["min"] <= value <= config["max"]:
+            problems.append(f"{key}: {value} is outside {config['min']}..{config['max']}")
+    elif platform == "switch" and state not in (config.get("state_on"), config.get("state_off")):
+        problems.append(f"{key}: state {state!r} is neither state_on nor state_off")
+    elif platform == "sensor":
+        if len(state) > 255:
+            problems.append(f"{key}: a state of {len(state)} characters (at most 255)")
+        if config.get("device_class") == "enum" and not none and state not in config["options"]:
+            problems.append(f"{key}: state {state!r} is not one of {config['options']}")
+        if config.get("unit_of_measurement") and not none:
+            float(state)
+    elif platform == "image":
+        import homeassistant.helpers.config_validation as cv  # noqa: PLC0415
+
+        cv.url(state)
+
+
+def check(configs: dict[str, str | None], retained: dict[str, str]) -> dict[str, Any]:
+    import homeassistant.helpers.config_validation as cv  # noqa: PLC0415
+    import voluptuous as vol  # noqa: PLC0415
+    from homeassistant.components.mqtt import discovery, schemas  # noqa: PLC0415
+
+    problems: list[str] = []
+    entities: dict[str, Any] = {}
+    for topic, text in configs.items():
+        if not text:
+            continue
+        payload = json.loads(text)
+        discovery._replace_all_abbreviations(payload)
+        try:
+            device = schemas.DEVICE_DISCOVERY_SCHEMA(json.loads(json.dumps(payload)))
+        except vol.Invalid as exc:
+            problems.append(f"{topic}: device discovery schema: {exc}")
+            continue
+        for key, component in payload["components"].items():
+            platform = component.pop("platform")
+            if not component:
+                entities[key] = {"platform": platform, "removed": True}
+                continue
+            config = dict(component)
+            config["device"] = payload["device"]
+            config["origin"] = payload["origin"]
+            for option in schemas.SHARED_OPTIONS:
+                if option in device and option not in config:
+                    config[option] = device[option]
+            module = importlib.import_module(f"homeassistant.components.mqtt.{platform}")
+            try:
+                validated = module.DISCOVERY_SCHEMA(dict(config))
+            except vol.Invalid as exc:
+                problems.append(f"{topic} {key} ({platform}): {exc}")
+                continue
+            dropped = set(config) - set(validated) - NEWER_KEYS
+            if dropped:
+                problems.append(f"{topic} {key} ({platform}): keys Home Assistant ignores: {sorted(dropped)}")
+            entities[key] = _check_state(
+                cv, key, validated, platform=platform, retained=retained, problems=problems
+            )
+    return {"problems": problems, "entities": entities}
+
+
+async def _main() -> int:
+    from homeassistant.core import HomeAssistant  # noqa: PLC0415
+    from homeassistant.helpers import frame  # noqa: PLC0415
+
+    request = json.load(sys.stdin)
+    with tempfile.TemporaryDirectory() as config_dir:
+        # Templates are compiled and rendered the way a running Home Assistant does, which needs one.
+        hass = HomeAssistant(config_dir)
+        frame.async_setup(hass)
+        try:
+            result = check(request["configs"], request.get("retained", {}))
+        finally:
+            await hass.async_stop(force=True)
+    json.dump(result, sys.stdout)
+    return 1 if result["problems"] else 0
+
+
+if __name__ == "__main__":
+    sys.exit(asyncio.run(_main()))

@@ -1,0 +1,54 @@
+"""Home Assistant for the tests: its cached venv (scripts/ha-venv.sh) and the discovery check run in it."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+CHECK = Path(__file__).with_name("ha_check.py")
+# Building the venv the first time downloads Home Assistant and its pins (about 5 minutes here);
+# `make test` builds it before pytest starts, so a test only finds it.
+BUILD_TIMEOUT = 1200
+
+
+@cache
+def ha_python() -> Path:
+    """The Home Assistant venv's python, built first if it is missing or of another version."""
+    done = subprocess.run(
+        [str(ROOT / "scripts" / "ha-venv.sh")],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=BUILD_TIMEOUT,
+        check=False,
+    )
+    if done.returncode != 0:
+        raise RuntimeError(f"scripts/ha-venv.sh failed:\n{done.stderr[-4000:]}")
+    return ROOT / done.stdout.strip().splitlines()[-1]
+
+
+def ha_check(configs: dict[str, bytes], retained: dict[str, bytes]) -> dict[str, Any]:
+    """What Home Assistant's discovery code makes of `configs`, rendered against `retained` states.
+
+    {"problems": [...], "entities": {id: {"platform", "state", "available", "commands"}}}.
+    """
+    request = {
+        "configs": {topic: payload.decode() for topic, payload in configs.items()},
+        "retained": {topic: payload.decode() for topic, payload in retained.items()},
+    }
+    done = subprocess.run(
+        [str(ha_python()), "-P", str(CHECK)],
+        input=json.dumps(request),
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    if done.returncode not in (0, 1) or not done.stdout:
+        raise RuntimeError(f"ha_check failed ({done.returncode}):\n{done.stderr[-4000:]}")
+    result: dict[str, Any] = json.loads(done.stdout)
+    return result

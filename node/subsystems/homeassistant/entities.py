@@ -1,0 +1,542 @@
+"""Home Assistant entities built from what the node publishes: one builder per subsystem, keyed by name."""
+
+# Each FEATURES entry names the state topic of one subsystem (plus any further topics it reads) and a
+# builder that turns the retained views of those topics into discovery components. A subsystem added
+# later is one entry here; the subsystem module that drives discovery never changes for it.
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, Literal, TypeVar
+
+from pydantic import BaseModel, ValidationError
+
+from node.framework.subsystem import Status
+from node.framework.topics import Topics
+from node.framework.views import (
+    AbsentView,
+    EnabledView,
+    EqualizerView,
+    InfoView,
+    SourceStatus,
+    SourcesView,
+    SourceView,
+    StationListView,
+    UiView,
+    VolumeView,
+    absent_of,
+)
+
+Component = dict[str, Any]
+ViewT = TypeVar("ViewT", bound=BaseModel)
+# How an entity learns that its subsystem does not run: a `{"status", "reason"}` record on the state
+# topic (every subsystem), or `"state": "unavailable"` (sources).
+Presence = Literal["absent", "source", "none"]
+PLAYER_STATES = ("idle", "buffering", "playing", "paused", "error")
+SOURCE_STATES: tuple[SourceStatus, ...] = (
+    "unavailable",
+    "idle",
+    "connected",
+    "buffering",
+    "playing",
+    "paused",
+    "error",
+)
+OFF = "Off"  # the source select's label for `none` (Home Assistant reads an option "none" as no state)
+NAME_MAX = 60
+
+
+@dataclass
+class Seen:
+    """The last payload of every watched topic (path relative to the base), and the last readable state.
+
+    `good` keeps a state from before its subsystem stopped, so options and ranges survive an outage.
+    """
+
+    payloads: dict[str, bytes] = field(default_factory=dict)
+    good: dict[str, bytes] = field(default_factory=dict)
+
+    def update(self, path: str, payload: bytes) -> None:
+        if not payload:
+            self.payloads.pop(path, None)
+            self.good.pop(path, None)
+            return
+        self.payloads[path] = payload
+        if absent_of(payload) is None:
+            self.good[path] = payload
+
+    def view(self, model: type[ViewT], path: str) -> ViewT | None:
+        """The last readable state on `path`, None when there was none."""
+        payload = self.good.get(path)
+        if payload is None:
+            return None
+        try:
+            return model.model_validate_json(payload)
+        except ValidationError:
+            return None
+
+    def absent(self, path: str) -> AbsentView | None:
+        payload = self.payloads.get(path)
+        return absent_of(payload) if payload else None
+
+    def enabled(self, path: str) -> bool | None:
+        """`<path>/config` says enabled (True/False); None when the subsystem has no config here."""
+        config = self.view(EnabledView, f"{path}/config")
+        return None if config is None else config.enabled
+
+
+@dataclass(frozen=True)
+class Make:
+    """What every builder needs: the node's topics and where its web UI is."""
+
+    topics: Topics
+    node_id: str
+    web: str | None  # http://host:port of the web UI, None when unknown
+
+    def uid(self, key: str) -> str:
+        # Node ids are unique on a broker (they name its topics), so these are too; and they derive
+        # from nothing that changes across restarts.
+        return f"milo_{self.node_id}_{key}"
+
+    def availability(self, path: str, presence: Presence) -> list[dict[str, str]]:
+        checks = [{"topic": self.topics.status}]
+        if presence == "absent":
+            template = "{{ 'offline' if value_json.status is defined else 'online' }}"
+            checks.append({"topic": self.topics.of(path), "value_template": template})
+        elif presence == "source":
+            template = "{{ 'offline' if value_json.state == 'unavailable' else 'online' }}"
+            checks.append({"topic": self.topics.of(path), "value_template": template})
+        return checks
+
+    def entity(
+        self, key: str, platform: str, name: str, path: str, presence: Presence = "absent", **options: Any
+    ) -> tuple[str, Component]:
+        """One component: ids, name, availability (the node and the subsystem), then its own options."""
+        component: Component = {
+            "platform": platform,
+            "name": name,
+            "unique_id": self.uid(key),
+            "default_entity_id": f"{platform}.{self.uid(key)}",
+            "availability": self.availability(path, presence),
+            "availability_mode": "all",
+        }
+        component.update({k: v for k, v in options.items() if v is not None})
+        return key, component
+
+
+Builder = Callable[[Seen, Make], list[tuple[str, Component]]]
+
+
+@dataclass(frozen=True)
+class Feature:
+    """One subsystem as Home Assistant sees it: its state topic, what else it reads, its builder."""
+
+    topic: str
+    build: Builder
+    reads: tuple[str, ...] = ()
+
+    def topics(self) -> tuple[str, ...]:
+        return (self.topic, f"{self.topic}/config", *self.reads)
+
+
+def _on_off(field_name: str) -> str:
+    return f"{{{{ 'ON' if value_json.{field_name} else 'OFF' }}}}"
+
+
+def _literal(value: Any) -> str:
+    """A value as a Jinja literal: JSON strings, numbers and objects read the same in both."""
+    return json.dumps(value, ensure_ascii=True)
+
+
+# Builders -----------------------------------------------------------------------------------------
+def info_entities(seen: Seen, make: Make) -> list[tuple[str, Component]]:
+    info = seen.view(InfoView, "info")
+    if info is None:
+        return []
+    found = [
+        make.entity(
+            "uptime",
+            "sensor",
+            "Uptime",
+            "info",
+            state_topic=make.topics.of("info"),
+            value_template="{{ value_json.uptime_s }}",
+            device_class="duration",
+            unit_of_measurement="s",
+            entity_category="diagnostic",
+        )
+    ]
+    if info.cpu_temp_c is not None:
+        found.append(
+            make.entity(
+                "cpu_temperature",
+                "sensor",
+                "CPU temperature",
+                "info",
+                state_topic=make.topics.of("info"),
+                value_template="{{ value_json.cpu_temp_c if value_json.cpu_temp_c is not none else 'None' }}",
+                device_class="temperature",
+                unit_of_measurement="°C",
+                state_class="measurement",
+                entity_category="diagnostic",
+            )
+        )
+    for name in sorted(info.subsystems):
+        if name == "homeassistant":
+            continue  # it is what speaks to Home Assistant: while it does not run, nothing here updates
+        entry = f"value_json.subsystems[{_literal(name)}]"
+        present = f"{_literal(name)} in value_json.subsystems"
+        found.append(
+            make.entity(
+                f"status_{name}",
+                "sensor",
+                f"{name.capitalize()} status",
+                "info",
+                state_topic=make.topics.of("info"),
+                value_template=f"{{{{ {entry}.status if {present} else 'None' }}}}",
+                json_attributes_topic=make.topics.of("info"),
+                json_attributes_template=(
+                    f"{{{{ {{'detail': {entry}.detail if {present} else ''}} | tojson }}}}"
+                ),
+                device_class="enum",
+                options=[status.value for status in Status],
+                entity_category="diagnostic",
+            )
+        )
+    return found
+
+
+def routing_entities(seen: Seen, make: Make) -> list[tuple[str, Component]]:
+    t = make.topics
+    return [
+        make.entity(
+            key,
+            "switch",
+            label,
+            "routing",
+            state_topic=t.of("routing"),
+            command_topic=t.of("routing/set"),
+            value_template=_on_off(key),
+            payload_on=json.dumps({key: True}),
+            payload_off=json.dumps({key: False}),
+            state_on="ON",
+            state_off="OFF",
+            icon=icon,
+        )
+        for key, label, icon in (
+            ("multiroom", "Multiroom", "mdi:speaker-multiple"),
+            ("equalizer", "Equalizer", "mdi:equalizer"),
+        )
+    ]
+
+
+def volume_entities(seen: Seen, make: Make) -> list[tuple[str, Component]]:
+    t = make.topics
+    volume = seen.view(VolumeView, "volume") or VolumeView()
+    return [
+        make.entity(
+            "volume",
+            "number",
+            "Volume",
+            "volume",
+            state_topic=t.of("volume"),
+            command_topic=t.of("volume/set"),
+            value_template="{{ value_json.percent }}",
+            command_template="{{ value | int }}",
+            min=0,
+            max=volume.limit_max,
+            step=1,
+            mode="slider",
+            unit_of_measurement="%",
+            icon="mdi:volume-high",
+        ),
+        make.entity(
+            "mute",
+            "switch",
+            "Mute",
+            "volume",
+            state_topic=t.of("volume"),
+            command_topic=t.of("volume/set"),
+            value_template=_on_off("muted"),
+            payload_on="mute",
+            payload_off="unmute",
+            state_on="ON",
+            state_off="OFF",
+            icon="mdi:volume-off",
+        ),
+    ]
+
+
+def _band_label(band: str) -> str:
+    return f"EQ {band[:-1]} kHz" if band.endswith("k") else f"EQ {band} Hz"
+
+
+def equalizer_entities(seen: Seen, make: Make) -> list[tuple[str, Component]]:
+    t = make.topics
+    eq = seen.view(EqualizerView, "equalizer")
+    if eq is None:
+        return []
+    found = []
+    if eq.presets:
+        found.append(
+            make.entity(
+                "eq_preset",
+                "select",
+                "EQ preset",
+                "equalizer",
+                state_topic=t.of("equalizer"),
+                command_topic=t.of("equalizer/set"),
+                # A custom curve has no preset: "None" is Home Assistant's "no option".
+                value_template="{{ value_json.preset if value_json.preset else 'None' }}",
+                command_template='{{ {"preset": value} | tojson }}',
+                options=list(eq.presets),
+                icon="mdi:tune-vertical",
+            )
+        )
+    for band in eq.bands:
+        found.append(
+            make.entity(
+                f"eq_band_{band}",
+                "number",
+                _band_label(band),
+                "equalizer",
+                state_topic=t.of("equalizer"),
+                command_topic=t.of("equalizer/set"),
+                value_template=f"{{{{ value_json.bands[{_literal(band)}] }}}}",
+                command_template=f'{{"band": {_literal(band)}, "gain_db": {{{{ value }}}}}}',
+                min=eq.min_db,
+                max=eq.max_db,
+                step=0.5,
+                mode="slider",
+                unit_of_measurement="dB",
+                entity_category="config",
+                icon="mdi:sine-wave",
+            )
+        )
+    return found
+
+
+def _unique_names(stations: list[tuple[str, str]]) -> dict[str, str]:
+    """Station id -> an option label, unique among the list (a select's options must be)."""
+    labels: dict[str, str] = {}
+    used: set[str] = set()
+    for station_id, name in stations:
+        label = (name.strip() or station_id)[:NAME_MAX]
+        if label.lower() == "none" or label in used:
+            n = 2
+            while f"{label} ({n})" in used:
+                n += 1
+            label = f"{label} ({n})"
+        used.add(label)
+        labels[station_id] = label
+    return labels
+
+
+def radio_entities(seen: Seen, make: Make) -> list[tuple[str, Component]]:
+    t = make.topics
+    favorites = seen.view(StationListView, "radio/favorites")
+    if favorites is None or not favorites.stations:
+        return []
+    labels = _unique_names([(s.id, s.name) for s in favorites.stations])
+    ids = {label: station_id for station_id, label in labels.items()}
+    return [
+        make.entity(
+            "radio_favorite",
+            "select",
+            "Radio favorite",
+            "source/radio",
+            "source",
+            state_topic=t.of("source/radio"),
+            command_topic=t.of("source/radio/set"),
+            value_template=(
+                f"{{% set names = {_literal(labels)} %}}"
+                "{{ names[value_json.station.id] if value_json.station and "
+                "value_json.station.id in names else 'None' }}"
+            ),
+            command_template=f"{{% set ids = {_literal(ids)} %}}{{{{ {{'play': ids[value]}} | tojson }}}}",
+            options=list(labels.values()),
+            icon="mdi:radio",
+        )
+    ]
+
+
+def player_entities(seen: Seen, make: Make) -> list[tuple[str, Component]]:
+    t = make.topics
+    found = []
+    sources = seen.view(SourcesView, "source") or SourcesView()
+    names = list(dict.fromkeys([*sources.enabled, *([sources.active] if sources.active != "none" else [])]))
+    found.append(
+        make.entity(
+            "source",
+            "select",
+            "Source",
+            "player",
+            state_topic=t.of("source"),
+            command_topic=t.of("source/set"),
+            value_template=f"{{{{ {_literal(OFF)} if value_json.active == 'none' else value_json.active }}}}",
+            command_template=f"{{{{ 'none' if value == {_literal(OFF)} else value }}}}",
+            options=[OFF, *names],
+            icon="mdi:import",
+        )
+    )
+    for command, icon in (
+        ("play", "mdi:play"),
+        ("pause", "mdi:pause"),
+        ("next", "mdi:skip-next"),
+        ("previous", "mdi:skip-previous"),
+    ):
+        found.append(
+            make.entity(
+                command,
+                "button",
+                command.capitalize(),
+                "player",
+                command_topic=t.of("player/set"),
+                payload_press=command,
+                icon=icon,
+            )
+        )
+    found.append(
+        make.entity(
+            "now_playing",
+            "sensor",
+            "Now playing",
+            "player",
+            state_topic=t.of("player"),
+            # A state is at most 255 characters; everything the player says is in the attributes.
+            value_template=(
+                "{% set text = [value_json.artist, value_json.title] | select | join(' - ') %}"
+                "{{ text[:255] if text else 'None' }}"
+            ),
+            json_attributes_topic=t.of("player"),
+            icon="mdi:music",
+        )
+    )
+    found.append(
+        make.entity(
+            "playback",
+            "sensor",
+            "Playback",
+            "player",
+            state_topic=t.of("player"),
+            value_template="{{ value_json.state }}",
+            device_class="enum",
+            options=list(PLAYER_STATES),
+            icon="mdi:play-pause",
+        )
+    )
+    if make.web is not None:
+        # A cover may be a path on the node (a station logo): made absolute with the web UI's address.
+        # With none, the node's own icon, so Home Assistant never fetches an empty URL.
+        found.append(
+            make.entity(
+                "cover",
+                "image",
+                "Cover",
+                "player",
+                url_topic=t.of("player"),
+                url_template=(
+                    "{% set u = value_json.cover_url or '' %}"
+                    f"{{{{ u if '://' in u else {_literal(make.web)} ~ "
+                    "(u if u.startswith('/') else '/favicon.svg') }}"
+                ),
+            )
+        )
+    return found
+
+
+def ui_entities(seen: Seen, make: Make) -> list[tuple[str, Component]]:
+    ui = seen.view(UiView, "ui")
+    if ui is None or not ui.languages:
+        return []
+    return [
+        make.entity(
+            "language",
+            "select",
+            "Language",
+            "ui",
+            state_topic=make.topics.of("ui"),
+            command_topic=make.topics.of("ui/set"),
+            value_template="{{ value_json.language }}",
+            options=list(ui.languages),
+            entity_category="config",
+            icon="mdi:translate",
+        )
+    ]
+
+
+def source_entities(name: str, seen: Seen, make: Make) -> list[tuple[str, Component]]:
+    """Every source, whatever it is: its state as a diagnostic sensor."""
+    path = f"source/{name}"
+    if seen.view(SourceView, path) is None:
+        return []
+    return [
+        make.entity(
+            f"source_{name}_state",
+            "sensor",
+            f"{name.capitalize()} state",
+            path,
+            "none",  # the state itself says `unavailable`
+            state_topic=make.topics.of(path),
+            value_template="{{ value_json.state }}",
+            device_class="enum",
+            options=list(SOURCE_STATES),
+            entity_category="diagnostic",
+        )
+    ]
+
+
+# The table ----------------------------------------------------------------------------------------
+# Keyed by subsystem name. Sources also get `source_entities` from their `source/<name>` topic, so a
+# new source shows up with no entry; an entry adds what is particular to it.
+FEATURES: dict[str, Feature] = {
+    "info": Feature("info", info_entities),
+    "routing": Feature("routing", routing_entities),
+    "volume": Feature("volume", volume_entities),
+    "equalizer": Feature("equalizer", equalizer_entities),
+    "radio": Feature("source/radio", radio_entities, reads=("radio/favorites",)),
+    "player": Feature("player", player_entities, reads=("source",)),
+    "ui": Feature("ui", ui_entities),
+}
+# Every source's state and config, for `source_entities`.
+SOURCE_TOPICS = ("source/+", "source/+/config")
+
+
+def watched() -> tuple[str, ...]:
+    """Every topic the builders read, relative to the base."""
+    topics = [t for feature in FEATURES.values() for t in feature.topics()]
+    return tuple(dict.fromkeys([*topics, *SOURCE_TOPICS]))
+
+
+def source_names(seen: Seen) -> list[str]:
+    names = set()
+    for path in seen.payloads:
+        parts = path.split("/")
+        if parts[0] == "source" and len(parts) == 3 and parts[2] == "config":
+            names.add(parts[1])
+    return sorted(names)
+
+
+def known(seen: Seen) -> set[str]:
+    """The state topics of the subsystems this node has (their config topic is retained), on or off."""
+    topics = {f.topic for f in FEATURES.values() if seen.enabled(f.topic) is not None}
+    return topics | {f"source/{name}" for name in source_names(seen)}
+
+
+def build(seen: Seen, make: Make) -> dict[str, tuple[str, Component]]:
+    """Every component the node's topics call for now, by component id, with its subsystem's state topic.
+
+    A subsystem without a config topic is not on this node: no entities. One whose config says
+    `enabled: false` is switched off: its entities are removed. One that is unavailable or crashed
+    keeps them, and their availability says so.
+    """
+    components: dict[str, tuple[str, Component]] = {}
+    for feature in FEATURES.values():
+        if seen.enabled(feature.topic):
+            components.update((k, (feature.topic, c)) for k, c in feature.build(seen, make))
+    for name in source_names(seen):
+        if seen.enabled(f"source/{name}"):
+            components.update((k, (f"source/{name}", c)) for k, c in source_entities(name, seen, make))
+    return components

@@ -1,0 +1,1 @@
+"""The documentation: every one-liner it shows is run against a real node."""

@@ -1,0 +1,310 @@
+"""Home Assistant discovery: payloads checked by Home Assistant's own code, births, deletions, removals."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from harness.ha_venv import ha_check
+from harness.pulse import Pulse
+from node import registry
+from node.subsystems.homeassistant import HomeAssistant
+from node.subsystems.homeassistant.entities import FEATURES
+from node.subsystems.info import Info
+from node.subsystems.volume import Volume
+from tests.conftest import NodeFactory, Running
+from tests.contract.test_every_subsystem import environment
+from tests.helpers import Got, Probe, probe
+
+# The first build of the Home Assistant venv happens here when `make test` did not do it first.
+HA_TIMEOUT = pytest.mark.timeout(1500)
+
+
+def sections(tmp_path: Path, **homeassistant: Any) -> dict[str, dict[str, Any]]:
+    return {
+        **environment(tmp_path),
+        "homeassistant": {"host": "127.0.0.1", "birth_delay_s": 0, **homeassistant},
+    }
+
+
+def config_topic(r: Running) -> str:
+    return f"homeassistant/device/{r.node.config.node_id}/config"
+
+
+def components(g: Got) -> dict[str, Any]:
+    comps: dict[str, Any] = g.json()["components"]
+    return comps
+
+
+def live(g: Got) -> set[str]:
+    return {key for key, c in components(g).items() if len(c) > 1}
+
+
+def where_live(*keys: str, absent: tuple[str, ...] = ()) -> Any:
+    return lambda g: bool(g.payload) and set(keys) <= live(g) and not set(absent) & live(g)
+
+
+def state(r: Running) -> dict[str, bytes]:
+    return dict(r.node.broker.retained()) if r.node.broker else {}
+
+
+async def announced(p: Probe, r: Running, *keys: str, after: int = 0) -> Got:
+    return await p.wait_for(config_topic(r), where_live(*keys), after=after)
+
+
+async def settle(p: Probe, r: Running, **fields: Any) -> dict[str, Any]:
+    topic = f"{r.base}/homeassistant"
+    got = await p.wait_for(topic, lambda g: all(g.json().get(k) == v for k, v in fields.items()))
+    result: dict[str, Any] = got.json()
+    return result
+
+
+ENTITIES = (
+    "volume",
+    "mute",
+    "multiroom",
+    "equalizer",
+    "eq_preset",
+    *(f"eq_band_{b}" for b in ("31", "63", "125", "250", "500", "1k", "2k", "4k", "8k", "16k")),
+    "source",
+    "play",
+    "pause",
+    "next",
+    "previous",
+    "now_playing",
+    "playback",
+    "cover",
+    "uptime",
+    "language",
+    "source_radio_state",
+    "status_volume",
+)
+
+
+@HA_TIMEOUT
+async def test_every_payload_is_what_home_assistant_accepts_and_its_commands_work(
+    run_node: NodeFactory, pulse: Pulse, tmp_path: Path
+) -> None:
+    async with run_node(subsystems=registry.ALL, sections=sections(tmp_path)) as r, probe(r.port) as p:
+        await p.subscribe(f"{r.base}/#", "homeassistant/#")
+        got = await announced(p, r, *ENTITIES)
+        body = got.json()
+        assert body["device"]["identifiers"] == [f"milo_{r.node.config.node_id}"]
+        assert body["device"]["configuration_url"] == f"http://127.0.0.1:{r.node.http_port}/"
+        assert body["origin"]["name"] == "Milo"
+        for key, component in components(got).items():
+            assert component["unique_id"] == f"milo_{r.node.config.node_id}_{key}"
+            assert (
+                component["default_entity_id"]
+                == f"{component['platform']}.milo_{r.node.config.node_id}_{key}"
+            )
+            assert "object_id" not in component
+        assert components(got)["eq_band_1k"]["entity_category"] == "config"
+        assert (
+            components(got)["cpu_temperature" if "cpu_temperature" in live(got) else "uptime"][
+                "entity_category"
+            ]
+            == "diagnostic"
+        )
+
+        retained = state(r)
+        result = ha_check({config_topic(r): retained[config_topic(r)]}, retained)
+        assert result["problems"] == []
+        entities = result["entities"]
+        assert set(ENTITIES) <= set(entities)
+        assert all(entities[key]["available"] for key in ENTITIES), entities
+        assert entities["playback"]["state"] == "idle"
+        assert entities["source"]["state"] == "Off"
+        assert entities["cover"]["state"] == f"http://127.0.0.1:{r.node.http_port}/favicon.svg"
+
+        # What Home Assistant would publish for a service call, published: the node does it.
+        async def press(key: str, option: str, topic: str, check: Any) -> None:
+            mark = p.mark()
+            command = entities[key]["commands"][option]
+            target = components(got)[key]["command_topic"]
+            await p.publish(target, command)
+            await p.wait_for(f"{r.base}/{topic}", lambda g: check(g.json()), after=mark)
+
+        await press("volume", "0.0", "volume", lambda s: s["percent"] == 0)
+        await press("mute", "ON", "volume", lambda s: s["muted"] is True)
+        await press("mute", "OFF", "volume", lambda s: s["muted"] is False)
+        await press("equalizer", "ON", "routing", lambda s: s["equalizer"] is True)
+        await press("eq_preset", "rock", "equalizer", lambda s: s["preset"] == "rock")
+        await press("eq_band_1k", "-12.0", "equalizer", lambda s: s["bands"]["1k"] == -12.0)
+        await press("language", "fr", "ui", lambda s: s["language"] == "fr")
+        await press("source", "radio", "source", lambda s: s["active"] == "radio")
+        await press("source", "Off", "source", lambda s: s["active"] == "none")
+
+
+@HA_TIMEOUT
+async def test_home_assistants_checks_have_teeth_and_covers_and_long_titles_render(
+    run_node: NodeFactory, tmp_path: Path
+) -> None:
+    node = (*(c for c in registry.ALL if c.name in ("info", "player", "homeassistant")),)
+    async with run_node(subsystems=node, sections=sections(tmp_path)) as r, probe(r.port) as p:
+        await p.subscribe("homeassistant/#")
+        got = await announced(p, r, "now_playing", "cover")
+        retained = state(r)
+        player = json.loads(retained[f"{r.base}/player"])
+        title = "x" * 400
+        retained[f"{r.base}/player"] = json.dumps(
+            {**player, "state": "playing", "artist": "A", "title": title, "cover_url": "/logos/ab12.png"}
+        ).encode()
+        broken = json.loads(got.payload)
+        broken["components"]["volume"] = {
+            "platform": "number",
+            "unique_id": "x_volume",
+            "command_topic": "x/set",
+            "unit_of_measurment": "%",  # a typo Home Assistant drops without a word
+        }
+        broken["components"]["pick"] = {
+            "platform": "select",
+            "unique_id": "x_pick",
+            "command_topic": "x/set",
+            "state_topic": f"{r.base}/player",
+            "value_template": "{{ value_json.state }}",
+            "options": ["a", "b"],
+        }
+        # A device discovery component without a unique_id: the whole device is refused.
+        nameless = {**broken, "components": {"nameless": {"platform": "sensor", "state_topic": "x"}}}
+        configs = {
+            config_topic(r): retained[config_topic(r)],
+            "homeassistant/device/broken/config": json.dumps(broken).encode(),
+            "homeassistant/device/nameless/config": json.dumps(nameless).encode(),
+        }
+        result = ha_check(configs, retained)
+        problems = "\n".join(result["problems"])
+        assert "unit_of_measurment" in problems
+        assert "pick: state 'playing' is not one of ['a', 'b']" in problems
+        assert "nameless/config: device discovery schema" in problems and "unique_id" in problems
+        assert len(result["problems"]) == 3, problems
+        entities = result["entities"]
+        assert entities["now_playing"]["state"] == ("A - " + title)[:255]
+        assert entities["cover"]["state"] == f"http://127.0.0.1:{r.node.http_port}/logos/ab12.png"
+        assert entities["playback"]["state"] == "playing"
+
+
+async def test_a_birth_republishes_discovery_then_every_state(
+    run_node: NodeFactory, broker_kind: str, pulse: Pulse, tmp_path: Path
+) -> None:
+    node = (Info, Volume, HomeAssistant)
+    async with run_node(broker_kind, subsystems=node, sections=sections(tmp_path)) as r, probe(r.port) as p:
+        await p.subscribe(f"{r.base}/#", "homeassistant/#")
+        await announced(p, r, "volume", "uptime")
+        await settle(p, r, announced=True)
+        mark = p.mark()
+        await p.publish("homeassistant/status", "online")
+        again = await p.wait_for(config_topic(r), after=mark)
+        assert "volume" in live(again)
+        asked = p.seen.index(again)
+        # After the config, in that order: the states it refers to, asked with each one's /get.
+        await p.wait_for(f"{r.base}/volume", after=asked)
+        await p.wait_for(f"{r.base}/info", after=asked)
+        await settle(p, r, births=1)
+        # A retained birth (from long ago) and an `offline` are no start-ups.
+        mark = p.mark()
+        await p.publish("homeassistant/status", "offline")
+        await p.quiet(config_topic(r), after=mark, probe_topic=f"{r.base}/test/flush")
+
+
+async def test_a_device_deleted_in_home_assistant_stays_deleted_until_restored(
+    run_node: NodeFactory, broker_kind: str, pulse: Pulse, tmp_path: Path
+) -> None:
+    node = {
+        "subsystems": (Info, Volume, HomeAssistant),
+        "sections": sections(tmp_path),
+        "data_dir": tmp_path / "d",
+    }
+    async with run_node(broker_kind, **node) as r, probe(r.port) as p:
+        await p.subscribe(f"{r.base}/#", "homeassistant/#")
+        await announced(p, r, "volume")
+        # What Home Assistant does when the user deletes the device (or one of its entities).
+        await p.publish(config_topic(r), b"", retain=True)
+        await settle(p, r, removed_by_user=True, announced=False)
+        mark = p.mark()
+        await p.publish("homeassistant/status", "online")
+        await settle(p, r, births=1)
+        await p.publish(f"{r.base}/volume/set", "30")  # a change that would be announced
+        await p.wait_for(f"{r.base}/volume", lambda g: g.json().get("percent") == 30, after=mark)
+        await p.quiet(config_topic(r), after=mark + 1, probe_topic=f"{r.base}/test/flush")
+    # Across a restart too.
+    async with run_node(broker_kind, **node) as r, probe(r.port) as p:
+        await p.subscribe(f"{r.base}/#", "homeassistant/#")
+        assert (await settle(p, r, removed_by_user=True))["announced"] is False
+        mark = p.mark()
+        await p.publish(f"{r.base}/homeassistant/set", "restore")
+        await announced(p, r, "volume", after=mark)
+        await settle(p, r, removed_by_user=False, announced=True)
+
+
+async def test_a_disabled_subsystem_loses_its_entities_and_gets_them_back(
+    run_node: NodeFactory, broker_kind: str, pulse: Pulse, tmp_path: Path
+) -> None:
+    node = (Info, Volume, HomeAssistant)
+    async with run_node(broker_kind, subsystems=node, sections=sections(tmp_path)) as r, probe(r.port) as p:
+        await p.subscribe(f"{r.base}/#", "homeassistant/#")
+        await announced(p, r, "volume", "mute", "status_volume")
+        mark = p.mark()
+        await p.publish(f"{r.base}/volume/config/set", {"enabled": False})
+        gone = await p.wait_for(config_topic(r), where_live("uptime", absent=("volume", "mute")), after=mark)
+        # Removed the way device discovery removes one component: its platform alone.
+        assert components(gone)["volume"] == {"platform": "number"}
+        assert components(gone)["mute"] == {"platform": "switch"}
+        mark = p.mark()
+        await p.publish(f"{r.base}/volume/config/set", {"enabled": None})
+        await announced(p, r, "volume", "mute", after=mark)
+
+
+async def test_an_unavailable_subsystem_keeps_its_entities_marked_unavailable(
+    run_node: NodeFactory, tmp_path: Path
+) -> None:
+    # No mixer control of that name: volume is unavailable, and says so on its state topic.
+    broken = {**sections(tmp_path), "volume": {"device": "default", "control": "NoSuchControl"}}
+    async with run_node(subsystems=(Info, Volume, HomeAssistant), sections=broken) as r, probe(r.port) as p:
+        await p.subscribe(f"{r.base}/#", "homeassistant/#")
+        got = await announced(p, r, "volume", "mute")
+        availability = components(got)["volume"]["availability"]
+        assert [a["topic"] for a in availability] == [f"{r.base}/status", f"{r.base}/volume"]
+        assert components(got)["volume"]["availability_mode"] == "all"
+        retained = state(r)
+        assert json.loads(retained[f"{r.base}/volume"])["status"] == "unavailable"
+
+
+async def test_switching_discovery_off_clears_what_was_announced(
+    run_node: NodeFactory, broker_kind: str, pulse: Pulse, tmp_path: Path
+) -> None:
+    node = (Info, Volume, HomeAssistant)
+    async with run_node(broker_kind, subsystems=node, sections=sections(tmp_path)) as r, probe(r.port) as p:
+        await p.subscribe(f"{r.base}/#", "homeassistant/#")
+        await announced(p, r, "volume")
+        mark = p.mark()
+        await p.publish(f"{r.base}/homeassistant/config/set", {"discovery": False})
+        await p.wait_for(config_topic(r), lambda g: g.payload == b"", after=mark)
+        await settle(p, r, discovery=False, announced=False)
+        mark = p.mark()
+        await p.publish(f"{r.base}/homeassistant/config/set", {"discovery": None})
+        await announced(p, r, "volume", after=mark)
+        await settle(p, r, discovery=True, announced=True, removed_by_user=False)
+
+
+async def test_two_nodes_on_one_broker_never_share_an_id(
+    run_node: NodeFactory, pulse: Pulse, tmp_path: Path
+) -> None:
+    found: list[set[str]] = []
+    for node_id in ("kitchen", "attic"):
+        data = tmp_path / node_id
+        node = {"subsystems": (Info, Volume, HomeAssistant), "sections": sections(tmp_path), "data_dir": data}
+        async with run_node("mosquitto", node_id=node_id, **node) as r, probe(r.port) as p:
+            await p.subscribe(config_topic(r))
+            got = await announced(p, r, "volume")
+            found.append({c["unique_id"] for c in components(got).values() if len(c) > 1})
+            found.append(set(got.json()["device"]["identifiers"]))
+    assert not found[0] & found[2] and not found[1] & found[3]
+
+
+def test_every_feature_reads_topics_of_the_node() -> None:
+    names = set(registry.names())
+    assert set(FEATURES) <= names, set(FEATURES) - names
