@@ -234,9 +234,9 @@ class ServerConfig:
 
 
 def render_server_conf(config: ServerConfig) -> str:
-    """snapserver.conf (0.26 section names) from snapcast/snapserver.conf.j2."""
+    """snapserver.conf (0.26 section names) from daemons/snapserver.conf.j2."""
     env = jinja2.Environment(
-        loader=jinja2.FileSystemLoader(data_dir("snapcast")),
+        loader=jinja2.FileSystemLoader(data_dir("daemons")),
         undefined=jinja2.StrictUndefined,
         keep_trailing_newline=True,
         trim_blocks=True,
