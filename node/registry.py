@@ -8,6 +8,7 @@ from typing import Any
 from node.adapters.alsa import loopback_subdevices
 from node.framework.subsystem import SourceSpec, Subsystem
 from node.sources import Source
+from node.sources.bluetooth import Bluetooth
 from node.sources.radio import Radio
 from node.subsystems.equalizer import Equalizer
 from node.subsystems.info import Info
@@ -18,7 +19,10 @@ from node.subsystems.volume import Volume
 
 # Explicit and type-checked (see shared/STYLE.md §6). A new source is one line here, in the order a UI
 # lists the sources; its Loopback subdevice comes from its class, not from this order.
-SOURCES: tuple[type[Source[Any, Any]], ...] = (Radio,)
+SOURCES: tuple[type[Source[Any, Any]], ...] = (
+    Bluetooth,
+    Radio,
+)
 
 # Start order: the router writes asound.conf before the others open ALSA devices; the sources start
 # before the player, which aggregates them.

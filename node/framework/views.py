@@ -109,3 +109,12 @@ def read_view(model: type[ViewT], payload: bytes, log: logging.Logger) -> ViewT 
     except ValidationError as exc:
         log.warning("ignoring a %s it cannot read: %s", model.__name__, exc)
         return None
+
+
+class VolumeView(BaseModel):
+    """`<base>/volume` as a source that maps a device's own volume onto the node's reads it."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    percent: int = Field(default=0, ge=0, le=100)
+    muted: bool = False
