@@ -17,6 +17,9 @@ packages=(
     libmpv2            # the radio player (python-mpv loads libmpv.so.2)
     lame               # tests: encode the MP3 that the local ICY stream server plays
     chromium           # tests/ui: the real page in headless Chromium; also the kiosk browser of the touch screen
+    dbus               # the system bus the Bluetooth source talks to BlueZ and bluez-alsa over; tests run a private one
+    bluez              # bluetoothd: the adapter, pairing, AVRCP (on the Pi; tests fake it on their private bus)
+    bluez-alsa-utils   # bluealsa (A2DP sink daemon) and bluealsa-aplay, which the Bluetooth source runs per phone
 )
 
 missing=()

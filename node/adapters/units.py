@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import jinja2
@@ -37,6 +37,8 @@ def base_context(
     data_dir: str = "/var/lib/milo",
     config: str = "/etc/milo/milo.toml",
     gpio: bool = True,
+    bluealsa: str = "/usr/bin/bluealsa",
+    bluealsa_options: Sequence[str] = (),
 ) -> dict[str, Any]:
     """What every template may use: who runs it, where its files are. Daemons' templates add their own."""
     groups = ["audio", *(["gpio"] if gpio else [])]
@@ -47,4 +49,7 @@ def base_context(
         "data_dir": data_dir,
         "config": config,
         "gpio": gpio,
+        # bluealsa.service: the daemon, and options after `-p a2dp-sink --a2dp-volume` (e.g. -c aac).
+        "bluealsa": bluealsa,
+        "bluealsa_options": list(bluealsa_options),
     }
