@@ -42,6 +42,8 @@ def environment(tmp_path: Path) -> dict[str, dict[str, Any]]:
         "volume": {"device": "pulse", "control": "Master"},
         # Nothing leaves the machine: a directory that refuses connections, no index download.
         "radio": {"directory_url": f"http://127.0.0.1:{free_port()}", "index_refresh_h": 0},
+        # Never the machine's system bus: a bus address nobody listens on, so it is cleanly unavailable.
+        "bluetooth": {"dbus_address": f"unix:path={tmp_path}/no-dbus-here.sock"},
     }
 
 
