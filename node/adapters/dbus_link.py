@@ -51,6 +51,18 @@ def unwrap(value: Any) -> Any:
     return value
 
 
+def _cancelled() -> None:
+    """Re-raise a cancellation that Python 3.11's wait_for turned into the call's own error.
+
+    When the task is cancelled just as the connection breaks, wait_for returns the inner future's
+    exception instead of CancelledError; converted into a DaemonError, the cancellation would be lost
+    and whoever cancelled (a node stopping) would wait forever.
+    """
+    task = asyncio.current_task()
+    if task is not None and task.cancelling():
+        raise asyncio.CancelledError
+
+
 def describe(address: str) -> str:
     return address or "the system bus"
 
@@ -114,8 +126,10 @@ class Link:
         try:
             reply = await asyncio.wait_for(self.bus.call(message), timeout)
         except TimeoutError:
+            _cancelled()
             raise CallError("timeout", f"{service} {path} {member}: no answer in {timeout:.0f} s") from None
         except Exception as exc:
+            _cancelled()
             raise BusError(f"{describe(self.address)}: {type(exc).__name__} {exc}".rstrip()) from None
         if reply is None:
             raise BusError(f"{describe(self.address)}: no reply to {member}")
