@@ -262,7 +262,10 @@ async def test_routing_moves_the_player_and_the_phone_stays_connected(
         await world.aplay.wait(lambda a: len(a.running()) == 1)
         mark = p.mark()
         await p.publish(f"{base}/routing/set", {"equalizer": True})
-        await p.wait_for(f"{base}/source/bluetooth", where(output="milo_bluetooth_direct_eq"), after=mark)
+        # Routing renders asound.conf first: on a loaded 2-core runner that alone can take seconds.
+        await p.wait_for(
+            f"{base}/source/bluetooth", where(output="milo_bluetooth_direct_eq"), after=mark, timeout=15
+        )
         await world.aplay.wait(lambda a: [e["pcm"] for e in a.running()] == ["milo_bluetooth_direct_eq"])
         events = world.aplay.events()
         stop = next(e for e in events if e["event"] == "stop")
