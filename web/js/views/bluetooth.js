@@ -5,6 +5,7 @@ import { h, clear, notAvailable } from '../dom.js';
 import { t } from '../i18n.js';
 
 const TOPIC = 'source/bluetooth';
+const SET = `${TOPIC}/set`;
 const el = {};
 let signature = '';
 let ticker = null;
@@ -21,7 +22,7 @@ function mount(root) {
   el.paired = h('ul.list', { id: 'bt-paired' });
   el.body = h('div', {}, el.status, el.window, h('h2', { i18n: 'state.connected' }), el.phones, h('h2', { i18n: 'bt.paired' }), el.paired);
   root.append(el.missing, el.body);
-  el.answer = (accept) => node.send(TOPIC, { accept });
+  el.answer = (accept) => node.send(SET, { accept });
   el.question = h('p', { id: 'bt-question' });
   el.code = h('p.dim');
   el.dialog = h('div.sheet', { id: 'bt-dialog', role: 'alertdialog', hidden: true },
@@ -66,13 +67,13 @@ function update() {
   clear(el.phones, (s.devices || []).length ? s.devices.map((d) => h('li', { dataset: { address: d.address } },
     h('div.grow', {}, h('div.ellipsis', { text: d.name }),
       h('div.dim', { text: [t(`state.${d.state}`), d.codec, d.volume != null && `${d.volume} %`].filter(Boolean).join(' · ') })),
-    h('button', { i18n: 'bt.disconnect', onClick: () => node.send(TOPIC, { disconnect: d.address }) })))
+    h('button', { i18n: 'bt.disconnect', onClick: () => node.send(SET, { disconnect: d.address }) })))
     : h('li.dim', { i18n: 'bt.no_phone' }));
   clear(el.paired, (s.paired || []).map((d) => h('li', { dataset: { address: d.address } },
     h('div.grow', {}, h('div.ellipsis', { text: d.name }), h('div.dim', { text: d.address })),
     h('button.danger', {
       i18n: 'bt.forget',
-      onClick: () => { if (confirm(t('bt.forget_confirm', { name: d.name }))) node.send(TOPIC, { forget: d.address }); },
+      onClick: () => { if (confirm(t('bt.forget_confirm', { name: d.name }))) node.send(SET, { forget: d.address }); },
     }))));
 }
 
@@ -88,7 +89,7 @@ function renderWindow(s) {
     clear(el.window, shown && [el.until, h(`button${open ? '' : '.primary'}`, {
       id: 'bt-pairable',
       i18n: open ? 'bt.close' : 'bt.open',
-      onClick: () => node.send(TOPIC, open ? { pairable: 0 } : 'pairable'),
+      onClick: () => node.send(SET, open ? { pairable: 0 } : 'pairable'),
     })]);
   }
   clearInterval(ticker);
