@@ -9,6 +9,7 @@ from node.adapters.alsa import loopback_subdevices
 from node.framework.subsystem import SourceSpec, Subsystem
 from node.sources import Source
 from node.sources.airplay import Airplay
+from node.sources.bluetooth import Bluetooth
 from node.sources.radio import Radio
 from node.sources.roc import Roc
 from node.sources.spotify import Spotify
@@ -27,6 +28,7 @@ from node.subsystems.volume import Volume
 # lists the sources; its Loopback subdevice comes from its class, not from this order.
 SOURCES: tuple[type[Source[Any, Any]], ...] = (
     Spotify,
+    Bluetooth,
     Airplay,
     Roc,
     Radio,

@@ -21,6 +21,9 @@ packages=(
     avahi-utils        # tests: avahi-publish announces a fake sender's remote control on a private Avahi
     snapserver         # multiroom: the Snapcast server the node drives over JSON-RPC (0.26 on bookworm)
     snapclient         # multiroom: the local client on this node's DAC, and the satellites' player
+    dbus               # the system bus the Bluetooth source talks to BlueZ and bluez-alsa over; tests run a private one
+    bluez              # bluetoothd: the adapter, pairing, AVRCP (on the Pi; tests fake it on their private bus)
+    bluez-alsa-utils   # bluealsa (A2DP sink daemon) and bluealsa-aplay, which the Bluetooth source runs per phone
 )
 
 missing=()

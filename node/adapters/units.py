@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import jinja2
@@ -44,6 +44,8 @@ def base_context(
     snapserver: str = "/usr/bin/snapserver",
     snapclient: str = "/usr/bin/snapclient",
     snapserver_host: str = "127.0.0.1",
+    bluealsa: str = "/usr/bin/bluealsa",
+    bluealsa_options: Sequence[str] = (),
     **daemons: Any,
 ) -> dict[str, Any]:
     """What every template may use: who runs it, where its files are, where the programs are.
@@ -73,5 +75,8 @@ def base_context(
         "snapserver": snapserver,
         "snapclient": snapclient,
         "snapserver_host": snapserver_host,
+        # bluealsa.service: the daemon, and options after `-p a2dp-sink --a2dp-volume` (e.g. -c aac).
+        "bluealsa": bluealsa,
+        "bluealsa_options": list(bluealsa_options),
         **daemons,
     }

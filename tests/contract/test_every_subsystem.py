@@ -62,6 +62,8 @@ def environment(tmp_path: Path) -> dict[str, dict[str, Any]]:
         "multiroom": multiroom_section(tmp_path, Ports(), client_player="file:filename=null"),
         # Its own discovery prefix: what it announces never reaches a Home Assistant on the test broker.
         "homeassistant": {"prefix": f"test-ha-{uuid.uuid4().hex[:8]}", "birth_delay_s": 0},
+        # Never the machine's system bus: a bus address nobody listens on, so it is cleanly unavailable.
+        "bluetooth": {"dbus_address": f"unix:path={tmp_path}/no-dbus-here.sock"},
     }
 
 

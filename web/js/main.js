@@ -6,10 +6,11 @@ import playing from './views/playing.js';
 import radio from './views/radio.js';
 import equalizer from './views/equalizer.js';
 import multiroom from './views/multiroom.js';
+import bluetooth from './views/bluetooth.js';
 import settings from './views/settings.js';
 import info from './views/info.js';
 
-const VIEWS = [playing, radio, equalizer, multiroom, settings, info];
+const VIEWS = [playing, radio, bluetooth, equalizer, multiroom, settings, info];
 const params = new URLSearchParams(location.search);
 const views = new Map(); // id -> { view, section, button, stale }
 let currentId = null;
