@@ -17,6 +17,7 @@ from harness.icy_server import IcyServer
 from harness.pulse import Pulse
 from harness.radio_browser import FakeRadioBrowser, station
 from node import registry
+from node.adapters.http_client import http_request
 from tests.conftest import NodeFactory, Running
 from tests.contract.test_every_subsystem import environment
 from tests.helpers import Probe, probe
@@ -188,6 +189,11 @@ async def documented_node(
         async with run_node(subsystems=registry.ALL, sections=sections) as r, probe(r.port) as p:
             await p.subscribe(f"{r.base}/#", "homeassistant/#")
             await p.wait_for(f"{r.base}/homeassistant", lambda g: g.json().get("announced") is True)
+            # A phone that has picked the speaker (the fake go-librespot's own path): the Spotify lines
+            # are about a session, which nothing but a Spotify app can open.
+            phone = f"http://127.0.0.1:{sections['spotify']['port']}/_fake/connect"
+            assert (await http_request("POST", phone, body=b"{}", timeout=5)).status == 200
+            await p.wait_for(f"{r.base}/source/spotify", lambda g: g.json().get("state") == "connected")
             yield Runner(r, p, icy.url())
 
 
