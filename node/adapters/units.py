@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import jinja2
@@ -37,13 +37,20 @@ def base_context(
     data_dir: str = "/var/lib/milo",
     config: str = "/etc/milo/milo.toml",
     gpio: bool = True,
+    groups: Sequence[str] | None = None,
+    writable_paths: Sequence[str] = (),
 ) -> dict[str, Any]:
-    """What every template may use: who runs it, where its files are. Daemons' templates add their own."""
-    groups = ["audio", *(["gpio"] if gpio else [])]
+    """What every template may use: who runs it, where its files are. Daemons' templates add their own.
+
+    `groups` are the user's supplementary groups (default audio, and gpio when `gpio`): an install
+    passes those that exist, since a unit naming a missing group does not start. `writable_paths`
+    are more ReadWritePaths= of the node's unit (a screen's backlight in sysfs).
+    """
     return {
         "milo": milo,
         "user": user,
-        "groups": groups,
+        "groups": list(groups) if groups is not None else ["audio", *(["gpio"] if gpio else [])],
+        "writable_paths": list(writable_paths),
         "data_dir": data_dir,
         "config": config,
         "gpio": gpio,
