@@ -17,6 +17,8 @@ packages=(
     libmpv2            # the radio player (python-mpv loads libmpv.so.2)
     lame               # tests: encode the MP3 that the local ICY stream server plays
     chromium           # tests/ui: the real page in headless Chromium; also the kiosk browser of the touch screen
+    dbus-daemon        # tests: the private bus the fake systemd1 answers on (never the machine's system bus)
+    nodejs             # tests: runs the polkit rule (JavaScript) that `milo install` writes
 )
 
 missing=()
