@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import TextIO
 
 from node.install.actions import EnableUnits, Outcome, Target, Undo, WriteFile
+from node.install.daemons import NODE_UNIT
 from node.install.manifest import Manifest
 from node.install.plan import UNIT_DIR, Options, build
 from node.install.system import InstallError, System, system_for
@@ -46,18 +47,24 @@ def _header(opts: Options, system: System, dry_run: bool) -> str:
     )
 
 
-def _reload_units(t: Target, plan_units: Sequence[str], outcomes: Sequence[Outcome]) -> list[Outcome]:
-    """daemon-reload after a unit file changed; restart an enabled unit whose file changed."""
-    written = {o.what.removeprefix(f"write {UNIT_DIR}/") for o in outcomes if o.status in CHANGED}
-    changed = [u for u in plan_units if u in written]
-    if not changed or t.dry_run:
+def _reload_units(
+    t: Target, opts: Options, plan_units: Sequence[str], outcomes: Sequence[Outcome]
+) -> list[Outcome]:
+    """daemon-reload after a unit file changed; restart an enabled unit whose file or config changed."""
+    changed_files = {o.what.removeprefix("write ") for o in outcomes if o.status in CHANGED}
+    configs = {opts.config: NODE_UNIT, f"{opts.data_dir.rstrip('/')}/snapclient.env": "snapclient.service"}
+    changed = [u for u in plan_units if f"{UNIT_DIR}/{u}" in changed_files]
+    if changed and not t.dry_run:
+        t.system.daemon_reload()
+    restart = [
+        *changed,
+        *(unit for path, unit in configs.items() if path in changed_files and unit not in changed),
+    ]
+    running = [u for u in restart if u in plan_units and t.system.unit_enabled(u)]
+    if not running or t.dry_run:
         return []
-    t.system.daemon_reload()
-    running = [u for u in changed if t.system.unit_enabled(u)]
-    if running:
-        t.system.restart(running)
-        return [Outcome("restarted", f"units {' '.join(running)}", "their unit file changed")]
-    return []
+    t.system.restart(running)
+    return [Outcome("restarted", f"units {' '.join(running)}", "their unit file or config changed")]
 
 
 def install(
@@ -85,7 +92,7 @@ def install(
 
     for action in plan.actions:
         if isinstance(action, EnableUnits):
-            for outcome in _reload_units(t, plan.units, outcomes):
+            for outcome in _reload_units(t, opts, plan.units, outcomes):
                 say(outcome)
             if not action.units:
                 continue

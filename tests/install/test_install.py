@@ -155,6 +155,16 @@ def test_a_changed_file_is_kept_on_reinstall_unless_forced(tmp_path: Path) -> No
     assert "living" in toml.read_text()
 
 
+def test_a_new_config_restarts_the_node(tmp_path: Path) -> None:
+    root = pi_root(tmp_path)
+    run_install(root, MAIN)
+    text = run_install(root, Options(node_id="living", milo=MILO, dac="allo-boss", screen="waveshare-8-dsi"))
+    assert "restarted  units milo.service: their unit file or config changed" in text
+    commands = json.loads((root / "var/lib/milo/install/plan.json").read_text())["commands"]
+    assert ["systemctl", "try-restart", "milo.service"] in commands
+    assert ["systemctl", "daemon-reload"] not in commands  # the unit file itself is the same
+
+
 def test_other_options_undo_what_is_no_longer_wanted(tmp_path: Path) -> None:
     root = pi_root(tmp_path)
     run_install(root, MAIN)
