@@ -24,7 +24,7 @@ from node.install.actions import (
     User,
     WriteFile,
 )
-from node.install.daemons import NODE_UNIT, Role
+from node.install.daemons import Role
 from node.install.hardware import DACS, SCREENS, Dac, Screen
 from node.install.manifest import INSTALL_DIR
 from node.install.system import InstallError, System
@@ -230,16 +230,10 @@ def unit_context(opts: Options, groups: Sequence[str], gpio: bool) -> dict[str, 
         gpio=gpio,
         groups=groups,
         writable_paths=writable,
+        http_port=opts.http_port,
     )
-    # What the templates of other daemons take that only an install knows.
-    context |= {
-        "snapserver_host": opts.main_host if opts.satellite else "127.0.0.1",
-        "http_port": opts.http_port,
-        "node_unit": NODE_UNIT,
-        "tty": "tty1",
-        "cage": "/usr/bin/cage",
-        "chromium": "/usr/bin/chromium",
-    }
+    # What a satellite's snapclient unit takes that only an install knows.
+    context["snapserver_host"] = opts.main_host if opts.satellite else "127.0.0.1"
     return context
 
 
