@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import shutil
 import subprocess
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated
@@ -101,12 +102,19 @@ class FakeUnit:
     fails: bool = False  # its start and restart jobs end "failed", as a daemon that exits at once
     loaded: bool = True
     jobs: list[str] = field(default_factory=list)  # "start", "stop", "restart", in order
+    # Decided when a job runs: whether the daemon dies at once (a broken new version), or what a
+    # oneshot unit does (an update's step: True is success).
+    fails_when: Callable[[], bool] | None = None
+    on_start: Callable[[], Awaitable[bool]] | None = None
+
+    def broken(self) -> bool:
+        return self.fails or (self.fails_when is not None and self.fails_when())
 
     @property
     def active_state(self) -> str:
         if not self.loaded:
             return "inactive"
-        return "active" if self.active else ("failed" if self.fails and self.jobs else "inactive")
+        return "active" if self.active else ("failed" if self.broken() and self.jobs else "inactive")
 
 
 class _Unit(ServiceInterface):
@@ -227,7 +235,9 @@ class FakeSystemd:
         unit.jobs.append(verb)
         if verb == "stop":
             unit.active, result = False, "done"
-        elif unit.fails:
+        elif unit.on_start is not None:
+            unit.active, result = False, "done" if await unit.on_start() else "failed"
+        elif unit.broken():
             unit.active, result = False, "failed"
         else:
             unit.active, result = True, "done"

@@ -111,7 +111,7 @@ def _schemas(*, check: bool) -> int:
     return 0
 
 
-INSTALL_COMMANDS = ("install", "uninstall", "doctor", "fetch-binaries")
+INSTALL_COMMANDS = ("install", "uninstall", "doctor", "fetch-binaries", "update-apply")
 
 
 def _install_parsers(sub: Any) -> None:
@@ -155,6 +155,16 @@ def _install_parsers(sub: Any) -> None:
     fetch.add_argument("--from", dest="source", type=Path, help="a downloaded file or a folder of them")
     fetch.add_argument("--list", type=Path, help="the pinned list (default: the one shipped with milo)")
     fetch.add_argument("--arch", help="the machine (default: this one's, e.g. arm64)")
+    app = sub.add_parser(
+        "update-apply", help="the privileged step of an update (milo-update@.service runs it)"
+    )
+    app.add_argument("program", help="what to update (the unit's instance name)")
+    app.add_argument(
+        "--config", type=Path, default=Path("/etc/milo/milo.toml"), help="root's config: [update]"
+    )
+    app.add_argument(
+        "--status-dir", type=Path, help="where the progress file goes (default: [update] status_dir)"
+    )
     for cmd in (ins, uni, doc, fetch):
         cmd.add_argument(
             "--root", type=Path, help="act on the tree under DIR (tests, an SD card); no commands run"

@@ -14,6 +14,7 @@ from node.subsystems.info import Info
 from node.subsystems.player import Player
 from node.subsystems.routing import Routing
 from node.subsystems.ui import Ui
+from node.subsystems.update import Update
 from node.subsystems.volume import Volume
 
 # Explicit and type-checked (see shared/STYLE.md §6). A new source is one line here, in the order a UI
@@ -22,7 +23,7 @@ SOURCES: tuple[type[Source[Any, Any]], ...] = (Radio,)
 
 # Start order: the router writes asound.conf before the others open ALSA devices; the sources start
 # before the player, which aggregates them.
-ALL: tuple[type[Subsystem[Any, Any]], ...] = (Info, Routing, Equalizer, Volume, *SOURCES, Player, Ui)
+ALL: tuple[type[Subsystem[Any, Any]], ...] = (Info, Routing, Equalizer, Volume, *SOURCES, Player, Ui, Update)
 
 
 def names() -> list[str]:

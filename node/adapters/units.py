@@ -39,8 +39,6 @@ def base_context(
     gpio: bool = True,
     groups: Sequence[str] | None = None,
     writable_paths: Sequence[str] = (),
-    http_port: int = 8080,
-    tty: str = "tty1",
 ) -> dict[str, Any]:
     """What every template may use: who runs it, where its files are. Daemons' templates add their own.
 
@@ -56,10 +54,4 @@ def base_context(
         "data_dir": data_dir,
         "config": config,
         "gpio": gpio,
-        # The kiosk (milo-kiosk.service): the node's unit and HTTP port, the console it takes, its programs.
-        "node_unit": "milo.service",
-        "http_port": http_port,
-        "tty": tty,
-        "cage": "/usr/bin/cage",
-        "chromium": "/usr/bin/chromium",
     }

@@ -78,6 +78,11 @@ def package(name: str) -> str | None:
     return version.strip() or None if status.endswith("install ok installed") else None
 
 
+def of_binary(path: str, name: str) -> str | None:
+    """What the binary at `path` says with --version (not cached: a file an update just replaced)."""
+    return parse(_output([path, "--version"]), prefix=name)
+
+
 @functools.cache
 def snapserver() -> str | None:
     return parse(_output(["snapserver", "--version"]), prefix="snapserver")

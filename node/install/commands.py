@@ -27,7 +27,7 @@ def main(args: argparse.Namespace, subsystems: Sequence[str]) -> int:
 
 
 def _dispatch(args: argparse.Namespace, subsystems: Sequence[str]) -> int:
-    root = args.root.resolve() if args.root else None
+    root = args.root.resolve() if getattr(args, "root", None) else None
     if args.cmd == "install":
         from node.install.plan import Options  # noqa: PLC0415
         from node.install.run import install  # noqa: PLC0415
@@ -67,6 +67,10 @@ def _dispatch(args: argparse.Namespace, subsystems: Sequence[str]) -> int:
         from node.install import doctor  # noqa: PLC0415
 
         return doctor.run(root=root, config=args.config, subsystems=subsystems, broker=args.broker)
+    if args.cmd == "update-apply":
+        from node.install import apply  # noqa: PLC0415
+
+        return apply.run(args.program, config=args.config, status_dir=args.status_dir)
     from node.install import binaries  # noqa: PLC0415
 
     return binaries.main(

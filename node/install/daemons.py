@@ -12,6 +12,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from node.adapters.updates import PROGRAMS
 from node.resources import data_dir
 
 Role = Literal["main", "satellite", "screen"]
@@ -27,6 +28,7 @@ class UnitRule:
     hand_over: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)  # milo.toml, main node only
     groups: tuple[str, ...] = ()  # groups the user needs for it
     controlled: bool = True  # the node may start, stop and restart it (the polkit rule)
+    instances: tuple[str, ...] = ()  # a template unit (name@.service): the instances the rule names
 
 
 DEFAULT = UnitRule()
@@ -51,6 +53,12 @@ RULES: dict[str, UnitRule] = {
         packages=("shairport-sync", "avahi-daemon"), hand_over={"airplay": {"service": "systemd"}}
     ),
     "bluealsa.service": UnitRule(packages=("bluez", "bluez-alsa-utils"), groups=("bluetooth",)),
+    # An update's privileged step: never enabled, started by the node for one program at a time.
+    "milo-update@.service": UnitRule(
+        roles=frozenset({"main", "satellite"}),
+        enabled=frozenset(),
+        instances=tuple(f"milo-update@{n}.service" for n, p in PROGRAMS.items() if p.installable),
+    ),
     "milo-kiosk.service": UnitRule(
         roles=frozenset({"screen"}),
         enabled=frozenset({"screen"}),

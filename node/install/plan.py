@@ -45,6 +45,12 @@ BASE_PACKAGES: dict[Role, tuple[str, ...]] = {
     "main": ("alsa-utils", "libasound2-plugin-equal", "caps", "libmpv2", "avahi-daemon", "dbus", "polkitd"),
     "satellite": ("alsa-utils", "dbus", "polkitd"),
 }
+KIOSK_DEFAULTS = {
+    "node_unit": "milo.service",
+    "tty": "tty1",
+    "cage": "/usr/bin/cage",
+    "chromium": "/usr/bin/chromium",
+}
 HEADER = "Written by `milo install`; `milo uninstall` removes it unless it was changed since."
 
 
@@ -139,8 +145,10 @@ class Plan:
 def _toml_value(value: Any) -> str:
     if isinstance(value, bool):
         return "true" if value else "false"
-    if isinstance(value, int):
-        return str(value)
+    if isinstance(value, int | float):
+        return repr(value)
+    if isinstance(value, dict):
+        return "{ " + ", ".join(f"{json.dumps(str(k))} = {_toml_value(v)}" for k, v in value.items()) + " }"
     if isinstance(value, str):
         return json.dumps(value)
     if isinstance(value, list | tuple):
@@ -201,14 +209,15 @@ def snapclient_env(opts: Options) -> str:
     return f"# {HEADER}\n{about}\nSNAPCLIENT_OPTS={args}\n"
 
 
-def polkit_rule(user: str, units: Sequence[str]) -> str:
+def polkit_rule(user: str, units: Sequence[str], start_only: Sequence[str] = ()) -> str:
     env = jinja2.Environment(
         loader=jinja2.FileSystemLoader(package_data("install")),
         undefined=jinja2.StrictUndefined,
         keep_trailing_newline=True,
         autoescape=False,  # noqa: S701 - JavaScript, values through tojson
     )
-    return env.get_template("polkit.rules.j2").render(user=user, units=list(units), verbs=list(VERBS))
+    template = env.get_template("polkit.rules.j2")
+    return template.render(user=user, units=list(units), verbs=list(VERBS), start_only=list(start_only))
 
 
 def backlight_rule(user: str) -> str:
@@ -230,10 +239,15 @@ def unit_context(opts: Options, groups: Sequence[str], gpio: bool) -> dict[str, 
         gpio=gpio,
         groups=groups,
         writable_paths=writable,
-        http_port=opts.http_port,
     )
-    # What a satellite's snapclient unit takes that only an install knows.
-    context["snapserver_host"] = opts.main_host if opts.satellite else "127.0.0.1"
+    # What the daemons' templates take that only an install knows (the kiosk's port, a satellite's
+    # snapserver), and the kiosk's keys for a build whose base_context lacks them.
+    context |= {
+        "http_port": opts.http_port,
+        "snapserver_host": opts.main_host if opts.satellite else "127.0.0.1",
+    }
+    for key, value in KIOSK_DEFAULTS.items():
+        context.setdefault(key, value)
     return context
 
 
@@ -317,7 +331,9 @@ def build(
     if opts.satellite:
         a.append(WriteFile(f"{opts.data_dir.rstrip('/')}/snapclient.env", snapclient_env(opts).encode()))
     a += unit_files
-    controlled = [u for u in plan.units if daemons.rule(u).controlled]
+    controlled = [
+        n for u in plan.units if daemons.rule(u).controlled for n in daemons.rule(u).instances or [u]
+    ]
     if controlled:
         a.append(WriteFile(POLKIT_RULE, polkit_rule(opts.user, controlled).encode()))
     if opts.the_screen.has_backlight:

@@ -42,6 +42,15 @@ def environment(tmp_path: Path) -> dict[str, dict[str, Any]]:
         "volume": {"device": "pulse", "control": "Master"},
         # Nothing leaves the machine: a directory that refuses connections, no index download.
         "radio": {"directory_url": f"http://127.0.0.1:{free_port()}", "index_refresh_h": 0},
+        # No feed, no check of its own, and an install step that cannot run: nothing is ever changed.
+        "update": {
+            "feed_url": f"http://127.0.0.1:{free_port()}/feed.json",
+            "first_check_s": 3600,
+            "apply": "direct",
+            "milo": "/nonexistent/milo",
+            "systemd_bus": f"unix:path={tmp_path}/no-bus.sock",
+            "status_dir": str(tmp_path / "update-status"),
+        },
     }
 
 

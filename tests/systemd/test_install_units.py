@@ -17,6 +17,7 @@ from node.install.plan import VERBS, Options
 from node.install.run import install
 
 MILO = str(Path(sys.executable).parent / "milo")
+PRIVILEGED = {"milo-update@.service"}
 KINDS = {
     "main": Options(node_id="living", milo=MILO, dac="hifiberry-dacplus", screen="official-7"),
     "main-hdmi": Options(node_id="den", milo=MILO, dac="auto", screen="hdmi"),
@@ -51,18 +52,21 @@ def test_every_installed_unit_verifies(tmp_path: Path, kind: str) -> None:
     root = rendered(tmp_path, KINDS[kind])
     unit_files = sorted((root / "etc/systemd/system").glob("*.service"))
     assert "milo.service" in [p.name for p in unit_files]
-    for path in unit_files:
-        text = path.read_text()
-        assert "User=root" not in text and "User=" in text, path.name
-        for line in ("NoNewPrivileges=yes", "ProtectSystem=strict", "ProtectHome=yes", "PrivateTmp=yes"):
+    for found in unit_files:
+        path, text = found, found.read_text()
+        if path.name in PRIVILEGED:
+            # The update's step: root on purpose (apt), started only by the node, one program at a time.
+            assert "User=" not in text and "Type=oneshot" in text
+            assert "[Install]" not in text  # never enabled
+            wanted: tuple[str, ...] = ("NoNewPrivileges=yes", "ProtectHome=yes", "PrivateTmp=yes")
+            path = found.rename(found.with_name(found.name.replace("@.", "@go-librespot.")))  # verify: one
+        else:
+            assert "User=root" not in text and "User=" in text, path.name
+            wanted = ("NoNewPrivileges=yes", "ProtectSystem=strict", "ProtectHome=yes", "PrivateTmp=yes")
+        for line in wanted:
             assert line in text, (path.name, line)
-        done = subprocess.run(
-            [analyze, "verify", "--man=no", str(path)],
-            capture_output=True,
-            text=True,
-            timeout=60,
-            check=False,
-        )
+        argv = [analyze, "verify", "--man=no", str(path)]
+        done = subprocess.run(argv, capture_output=True, text=True, timeout=60, check=False)
         absent = _absent_programs(text)
         problems = [
             line
@@ -104,7 +108,9 @@ def test_the_polkit_rule_lets_the_node_drive_its_daemons_and_nothing_else(tmp_pa
     from node.install.plan import polkit_rule  # noqa: PLC0415
 
     rule = tmp_path / "50-milo.rules"
-    rule.write_text(polkit_rule("milo", ["snapserver.service", "go-librespot.service"]))
+    rule.write_text(
+        polkit_rule("milo", ["snapserver.service", "go-librespot.service"], ["milo-update@x.service"])
+    )
     manage = "org.freedesktop.systemd1.manage-units"
     cases = [
         [manage, "milo", "snapserver.service", "restart"],
@@ -115,6 +121,9 @@ def test_the_polkit_rule_lets_the_node_drive_its_daemons_and_nothing_else(tmp_pa
         [manage, "pi", "snapserver.service", "restart"],  # another user
         ["org.freedesktop.systemd1.manage-unit-files", "milo", "snapserver.service", "start"],
         ["org.freedesktop.login1.reboot", "milo", None, None],
+        [manage, "milo", "milo-update@x.service", "start"],  # an update's step: started, and no more
+        [manage, "milo", "milo-update@x.service", "stop"],
+        [manage, "milo", "milo-update@y.service", "start"],
     ]
     assert NODE is not None
     done = subprocess.run(
@@ -124,5 +133,5 @@ def test_the_polkit_rule_lets_the_node_drive_its_daemons_and_nothing_else(tmp_pa
         timeout=30,
         check=True,
     )
-    assert json.loads(done.stdout) == ["yes", "yes", "yes", None, None, None, None, None]
+    assert json.loads(done.stdout) == ["yes", "yes", "yes", None, None, None, None, None, "yes", None, None]
     assert set(VERBS) >= {"start", "stop", "restart"}
