@@ -1,4 +1,4 @@
-"""Command line: `milo run` (the node), `milo satellite` (set-up), `milo schemas`, `milo version`."""
+"""Command line: `milo run`, `install`/`uninstall`/`doctor`, `satellite`, `schemas`, `version`."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ import signal
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from node import __version__, registry
 from node.config import load, setup_logging
@@ -62,11 +63,14 @@ def _parser() -> argparse.ArgumentParser:
     sch = sub.add_parser("schemas", help="write schemas/ from the models")
     sch.add_argument("--check", action="store_true", help="exit 1 if schemas/ is not current")
     sub.add_parser("version", help="print the version")
+    _install_parsers(sub)
     return p
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+def main(argv: Sequence[str] | None = None) -> int:  # noqa: PLR0911 - a return per command
     args = _parser().parse_args(argv)
+    if args.cmd in INSTALL_COMMANDS:
+        return _install_command(args)
     if args.cmd == "version":
         print(__version__)
         return 0
@@ -133,3 +137,71 @@ def _schemas(*, check: bool) -> int:
         print(f"wrote schemas/{name}")
     print("wrote the reference in docs/mqtt.md")
     return 0
+
+
+INSTALL_COMMANDS = ("install", "uninstall", "doctor", "fetch-binaries", "update-apply")
+
+
+def _install_parsers(sub: Any) -> None:
+    from node.install.hardware import dac_help, screen_help  # noqa: PLC0415 - small, data only
+
+    ins = sub.add_parser(
+        "install", help="install this node on a Raspberry Pi: packages, user, units (as root)"
+    )
+    ins.add_argument("--dac", default="auto", metavar="DAC", help=f"the DAC, by name ({dac_help()})")
+    ins.add_argument("--card", help="ALSA card id, instead of the --dac table's (another DAC)")
+    ins.add_argument("--mixer", help="its volume control, instead of the table's ('' = none)")
+    ins.add_argument("--screen", default="none", metavar="SCREEN", help=f"the display ({screen_help()})")
+    ins.add_argument("--node-id", help="node id, [a-z0-9_-]+ (default: host name)")
+    ins.add_argument(
+        "--satellite", action="store_true", help="a multiroom satellite: snapclient + volume/screen/knob"
+    )
+    ins.add_argument(
+        "--main", metavar="HOST[:PORT]", help="a satellite's main node (its broker and snapserver)"
+    )
+    ins.add_argument("--user", default="milo", help="the unprivileged user the node runs as (default milo)")
+    ins.add_argument("--data-dir", default="/var/lib/milo")
+    ins.add_argument("--milo", help="the milo executable the unit runs (default: this one)")
+    ins.add_argument("--boot-config", default="/boot/firmware/config.txt", help="where dtoverlay lines go")
+    ins.add_argument("--http-port", type=int, default=8080, help="the node's HTTP port (the kiosk opens it)")
+    ins.add_argument("--force", action="store_true", help="also replace files changed since the last install")
+    uni = sub.add_parser("uninstall", help="remove what `milo install` added, and nothing else (as root)")
+    uni.add_argument("--data-dir", default="/var/lib/milo")
+    uni.add_argument("--purge", action="store_true", help="also the node's data and the user that owns it")
+    uni.add_argument(
+        "--keep-packages",
+        action="store_true",
+        help="leave the packages install added as they are (else: marked automatic, for autoremove)",
+    )
+    doc = sub.add_parser("doctor", help="check an installation; exit 1 when something is wrong")
+    doc.add_argument("--config", type=Path, default=Path("/etc/milo/milo.toml"), help="the installed config")
+    doc.add_argument(
+        "--broker", help="check the node on this broker, mqtt://host:port (default: the config's)"
+    )
+    fetch = sub.add_parser("fetch-binaries", help="verify (and place) go-librespot and roc-recv by checksum")
+    fetch.add_argument("names", nargs="*", help="which (default: all of the pinned list)")
+    fetch.add_argument("--from", dest="source", type=Path, help="a downloaded file or a folder of them")
+    fetch.add_argument("--list", type=Path, help="the pinned list (default: the one shipped with milo)")
+    fetch.add_argument("--arch", help="the machine (default: this one's, e.g. arm64)")
+    app = sub.add_parser(
+        "update-apply", help="the privileged step of an update (milo-update@.service runs it)"
+    )
+    app.add_argument("program", help="what to update (the unit's instance name)")
+    app.add_argument(
+        "--config", type=Path, default=Path("/etc/milo/milo.toml"), help="root's config: [update]"
+    )
+    app.add_argument(
+        "--status-dir", type=Path, help="where the progress file goes (default: [update] status_dir)"
+    )
+    for cmd in (ins, uni, doc, fetch):
+        cmd.add_argument(
+            "--root", type=Path, help="act on the tree under DIR (tests, an SD card); no commands run"
+        )
+    for cmd in (ins, uni, fetch):
+        cmd.add_argument("--dry-run", action="store_true", help="say what would be done, change nothing")
+
+
+def _install_command(args: argparse.Namespace) -> int:
+    from node.install import commands  # noqa: PLC0415 - only these commands need it
+
+    return commands.main(args, registry.names())

@@ -22,6 +22,7 @@ from node.subsystems.player import Player
 from node.subsystems.routing import Routing
 from node.subsystems.screen import Screen
 from node.subsystems.ui import Ui
+from node.subsystems.update import Update
 from node.subsystems.volume import Volume
 
 # Explicit and type-checked (see shared/STYLE.md §6). A new source is one line here, in the order a UI
@@ -47,6 +48,7 @@ ALL: tuple[type[Subsystem[Any, Any]], ...] = (
     Knob,
     Screen,
     Ui,
+    Update,
     HomeAssistant,  # last: it describes the others' topics, so it starts when they are there
 )
 

@@ -24,6 +24,8 @@ packages=(
     dbus               # the system bus the Bluetooth source talks to BlueZ and bluez-alsa over; tests run a private one
     bluez              # bluetoothd: the adapter, pairing, AVRCP (on the Pi; tests fake it on their private bus)
     bluez-alsa-utils   # bluealsa (A2DP sink daemon) and bluealsa-aplay, which the Bluetooth source runs per phone
+    dbus-daemon        # tests: the private bus the fake systemd1 answers on (never the machine's system bus)
+    nodejs             # tests: runs the polkit rule (JavaScript) that `milo install` writes
 )
 
 missing=()

@@ -46,17 +46,22 @@ def base_context(
     snapserver_host: str = "127.0.0.1",
     bluealsa: str = "/usr/bin/bluealsa",
     bluealsa_options: Sequence[str] = (),
+    groups: Sequence[str] | None = None,
+    writable_paths: Sequence[str] = (),
     **daemons: Any,
 ) -> dict[str, Any]:
     """What every template may use: who runs it, where its files are, where the programs are.
 
-    `daemons` overrides a program's path or adds a key a daemon's template needs.
+    `groups` are the user's supplementary groups (default audio, and gpio when `gpio`): an install
+    passes those that exist, since a unit naming a missing group does not start. `writable_paths`
+    are more ReadWritePaths= of the node's unit (a screen's backlight in sysfs). `daemons` overrides a
+    program's path or adds a key a daemon's template needs.
     """
-    groups = ["audio", *(["gpio"] if gpio else [])]
     return {
         "milo": milo,
         "user": user,
-        "groups": groups,
+        "groups": list(groups) if groups is not None else ["audio", *(["gpio"] if gpio else [])],
+        "writable_paths": list(writable_paths),
         "data_dir": data_dir,
         "config": config,
         "gpio": gpio,

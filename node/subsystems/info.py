@@ -17,6 +17,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field
 
 from node import SCHEMA_VERSION
+from node.adapters import versions
 from node.framework.subsystem import Status, Subsystem, SubsystemConfig
 
 THERMAL = Path("/sys/class/thermal/thermal_zone0/temp")
@@ -52,6 +53,11 @@ class InfoState(BaseModel):
     throttled: str | None = Field(default=None, description="Raspberry Pi get_throttled bits, hex")
     rss_mb: float | None = None
     subsystems: dict[str, SubsystemStatus] = Field(default_factory=dict)
+    versions: dict[str, str | None] = Field(
+        default_factory=dict,
+        description="each program the node drives, from its own --version or the package database; "
+        "null: not installed (read once, in the background, after start)",
+    )
     notices: list[str] = Field(default_factory=list, description="problems found since start, newest last")
 
 
@@ -125,11 +131,20 @@ class Info(Subsystem[InfoState, InfoConfig]):
                 name: {"status": status, "detail": detail}
                 for name, (status, detail) in node.board.entries.items()
             },
+            "versions": dict(self._versions),
             "notices": list(node.board.notices),
         }
 
+    _versions: dict[str, str | None]
+
     async def setup(self) -> None:
+        self._versions = {}
         self.state = InfoState.model_validate(self._snapshot())
+
+    async def _read_versions(self, changed: asyncio.Event) -> None:
+        # Programs are asked in threads (versions.collect): a slow one delays only this field.
+        self._versions = await versions.collect()
+        changed.set()
 
     async def on_get(self) -> None:
         # Only the clock moves between refreshes; addresses, memory and temperature cost file reads
@@ -139,6 +154,7 @@ class Info(Subsystem[InfoState, InfoConfig]):
     async def run(self) -> None:
         changed = asyncio.Event()
         unlisten = self.ctx.node.board.listen(changed.set)
+        reader = asyncio.create_task(self._read_versions(changed)) if not self._versions else None
         try:
             while True:
                 # Status changes are published at once; uptime and temperature every refresh_s.
@@ -151,6 +167,8 @@ class Info(Subsystem[InfoState, InfoConfig]):
                         await changed.wait()
         finally:
             unlisten()
+            if reader is not None:
+                reader.cancel()
 
     async def on_config(self, old: InfoConfig, new: InfoConfig) -> bool:
         return False  # restart: the refresh loop picks the new period up

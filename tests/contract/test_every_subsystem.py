@@ -64,6 +64,15 @@ def environment(tmp_path: Path) -> dict[str, dict[str, Any]]:
         "homeassistant": {"prefix": f"test-ha-{uuid.uuid4().hex[:8]}", "birth_delay_s": 0},
         # Never the machine's system bus: a bus address nobody listens on, so it is cleanly unavailable.
         "bluetooth": {"dbus_address": f"unix:path={tmp_path}/no-dbus-here.sock"},
+        # No feed, no check of its own, and an install step that cannot run: nothing is ever changed.
+        "update": {
+            "feed_url": f"http://127.0.0.1:{free_port()}/feed.json",
+            "first_check_s": 3600,
+            "apply": "direct",
+            "milo": "/nonexistent/milo",
+            "systemd_bus": f"unix:path={tmp_path}/no-bus.sock",
+            "status_dir": str(tmp_path / "update-status"),
+        },
     }
 
 

@@ -1,0 +1,83 @@
+"""From the command line's arguments to install, uninstall, doctor and fetch-binaries."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from node.adapters.units import templates
+from node.framework.topics import default_node_id, valid_node_id
+from node.install.system import InstallError
+
+
+def this_milo() -> str:
+    """The `milo` beside this Python (a venv's bin/), else the script this process was started as."""
+    beside = Path(sys.executable).parent / "milo"
+    return str(beside if beside.exists() else Path(sys.argv[0]).absolute())
+
+
+def main(args: argparse.Namespace, subsystems: Sequence[str]) -> int:
+    try:
+        return _dispatch(args, subsystems)
+    except InstallError as exc:
+        print(f"milo {args.cmd}: {exc}", file=sys.stderr)
+        return 1
+
+
+def _dispatch(args: argparse.Namespace, subsystems: Sequence[str]) -> int:
+    root = args.root.resolve() if getattr(args, "root", None) else None
+    if args.cmd == "install":
+        from node.install.plan import Options  # noqa: PLC0415
+        from node.install.run import install  # noqa: PLC0415
+
+        node_id = args.node_id or default_node_id()
+        if not valid_node_id(node_id):
+            raise InstallError(f"--node-id {node_id!r} must match [a-z0-9_-]+")
+        opts = Options(
+            node_id=node_id,
+            milo=args.milo or this_milo(),
+            dac=args.dac,
+            card=args.card,
+            mixer=args.mixer,
+            screen=args.screen,
+            satellite=args.satellite,
+            main=args.main,
+            user=args.user,
+            data_dir=args.data_dir,
+            boot_config=args.boot_config,
+            http_port=args.http_port,
+        )
+        return install(
+            opts,
+            root=root,
+            # Under --root no command ever runs and the tree is the point: --dry-run changes nothing there.
+            dry_run=args.dry_run and root is None,
+            force=args.force,
+            templates=templates(),
+            subsystems=subsystems,
+        )
+    if args.cmd == "uninstall":
+        from node.install.run import UninstallOptions, uninstall  # noqa: PLC0415
+
+        unopts = UninstallOptions(data_dir=args.data_dir, purge=args.purge, keep_packages=args.keep_packages)
+        return uninstall(unopts, root=root, dry_run=args.dry_run and root is None)
+    if args.cmd == "doctor":
+        from node.install import doctor  # noqa: PLC0415
+
+        return doctor.run(root=root, config=args.config, subsystems=subsystems, broker=args.broker)
+    if args.cmd == "update-apply":
+        from node.install import apply  # noqa: PLC0415
+
+        return apply.run(args.program, config=args.config, status_dir=args.status_dir)
+    from node.install import binaries  # noqa: PLC0415
+
+    return binaries.main(
+        names=args.names,
+        source=args.source,
+        pinned=args.list,
+        arch=args.arch,
+        root=root,
+        dry_run=args.dry_run,
+    )
