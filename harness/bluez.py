@@ -28,6 +28,7 @@ from dbus_fast.constants import PropertyAccess
 from dbus_fast.errors import DBusError
 from dbus_fast.service import ServiceInterface, dbus_method, dbus_property
 
+from harness.dbus import PrivateBus as BusDaemon
 from node.adapters.bluez import Void
 
 A2DP_SOURCE = "0000110a-0000-1000-8000-00805f9b34fb"
@@ -38,62 +39,11 @@ WAIT = 10.0
 
 
 # The private bus -----------------------------------------------------------------------------------
-BUS_CONFIG = """<!DOCTYPE busconfig PUBLIC "-//freedesktop//DTD D-BUS Bus Configuration 1.0//EN"
- "http://www.freedesktop.org/standards/dbus/1.0/busconfig.dtd">
-<busconfig>
-  <type>custom</type>
-  <listen>unix:path={socket}</listen>
-  <auth>EXTERNAL</auth>
-  <policy context="default">
-    <allow user="*"/>
-    <allow own="org.bluez"/>
-    <allow own_prefix="org.bluealsa"/>
-    <allow send_destination="*"/>
-    <allow send_type="method_call"/>
-    <allow send_type="signal"/>
-    <allow receive_type="*"/>
-  </policy>
-</busconfig>
-"""
-
-
-class PrivateBus:
-    """A dbus-daemon of the test's own on a socket under `workdir`: never the machine's system bus."""
+class PrivateBus(BusDaemon):
+    """The test's own bus, where the fake BlueZ and bluez-alsa (real or fake) own their names."""
 
     def __init__(self, workdir: Path) -> None:
-        self.workdir = workdir
-        self.socket = workdir / "bus.sock"
-        self.config = workdir / "bus.conf"
-        self.config.write_text(BUS_CONFIG.format(socket=self.socket))
-        self.proc: subprocess.Popen[str] | None = None
-
-    @property
-    def address(self) -> str:
-        return f"unix:path={self.socket}"
-
-    def start(self) -> PrivateBus:
-        exe = shutil.which("dbus-daemon") or "/usr/bin/dbus-daemon"
-        self.socket.unlink(missing_ok=True)
-        self.proc = subprocess.Popen(
-            [exe, f"--config-file={self.config}", "--nofork", "--print-address=1"],
-            stdout=subprocess.PIPE,
-            text=True,
-        )
-        assert self.proc.stdout is not None
-        line = self.proc.stdout.readline()  # printed once it listens
-        if not line.startswith("unix:"):
-            raise RuntimeError(f"dbus-daemon did not start: {line!r}")
-        return self
-
-    def kill(self) -> None:
-        """As if the daemon crashed: every connection to it breaks."""
-        proc, self.proc = self.proc, None
-        if proc is not None:
-            proc.kill()
-            proc.wait(10)
-
-    def stop(self) -> None:
-        self.kill()
+        super().__init__(workdir, ["org.bluez", "org.bluealsa.*"])
 
 
 class BlueAlsaDaemon:

@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import shutil
-import subprocess
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,69 +21,19 @@ from dbus_fast.constants import PropertyAccess
 from dbus_fast.errors import DBusError
 from dbus_fast.service import ServiceInterface, dbus_method, dbus_property
 
+from harness.dbus import PrivateBus
+
 Void = Annotated[None, DBusSignature("")]
 SERVICE = "org.freedesktop.systemd1"
 PATH = "/org/freedesktop/systemd1"
 MANAGER = "org.freedesktop.systemd1.Manager"
 
-BUS_CONFIG = """<!DOCTYPE busconfig PUBLIC "-//freedesktop//DTD D-BUS Bus Configuration 1.0//EN"
- "http://www.freedesktop.org/standards/dbus/1.0/busconfig.dtd">
-<busconfig>
-  <type>custom</type>
-  <listen>unix:path={socket}</listen>
-  <auth>EXTERNAL</auth>
-  <policy context="default">
-    <allow user="*"/>
-    <allow own="org.freedesktop.systemd1"/>
-    <allow send_destination="*"/>
-    <allow send_type="method_call"/>
-    <allow send_type="signal"/>
-    <allow receive_type="*"/>
-  </policy>
-</busconfig>
-"""
 
-
-class DBusDaemon:
-    """A dbus-daemon of the test's own, on a socket under `workdir`, with its own config."""
+class DBusDaemon(PrivateBus):
+    """The test's own bus, where the fake systemd1 owns its name."""
 
     def __init__(self, workdir: Path) -> None:
-        self.workdir = workdir
-        self.socket = workdir / "bus.sock"
-        self.config = workdir / "bus.conf"
-        self.proc: subprocess.Popen[str] | None = None
-
-    @property
-    def address(self) -> str:
-        return f"unix:path={self.socket}"
-
-    def start(self) -> DBusDaemon:
-        self.config.write_text(BUS_CONFIG.format(socket=self.socket))
-        exe = shutil.which("dbus-daemon") or "/usr/bin/dbus-daemon"
-        self.proc = subprocess.Popen(
-            [exe, f"--config-file={self.config}", "--nofork", "--print-address=1"],
-            stdout=subprocess.PIPE,
-            text=True,
-        )
-        assert self.proc.stdout is not None
-        # It prints its address once it listens: no polling for the socket.
-        line = self.proc.stdout.readline()
-        if not line.startswith("unix:"):
-            self.stop()
-            raise RuntimeError(f"dbus-daemon did not start: {line!r}")
-        return self
-
-    def stop(self) -> None:
-        if self.proc is not None:
-            self.proc.terminate()
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                self.proc.wait(timeout=5)
-            if self.proc.poll() is None:
-                self.proc.kill()
-                self.proc.wait(timeout=5)
-            if self.proc.stdout is not None:
-                self.proc.stdout.close()
-            self.proc = None
+        super().__init__(workdir, ["org.freedesktop.systemd1"])
 
 
 def unit_path(name: str) -> str:

@@ -15,7 +15,7 @@ from harness.alsa_sinks import sink_config
 from harness.radio_browser import FakeRadioBrowser, station
 from node.app import Node
 from node.config import NodeConfig
-from node.framework.runner import Backoff
+from node.framework.backoff import Backoff
 from node.framework.subsystem import Subsystem
 from node.sources.radio import Radio
 from node.subsystems.equalizer import Equalizer

@@ -16,8 +16,9 @@ from typing import Any
 from broker import BrokerSettings, EmbeddedBroker, InboundMessage
 from node import __version__, registry
 from node.config import NodeConfig
+from node.framework.backoff import Backoff
 from node.framework.bus import BrokerURL, Bus, LocalBus, Message
-from node.framework.runner import Backoff, Runner
+from node.framework.runner import Runner
 from node.framework.store import Store
 from node.framework.subsystem import NodeFacts, StatusBoard, Subsystem
 from node.framework.topics import Topics

@@ -19,7 +19,7 @@ from harness.net import free_port
 from harness.pulse import Pulse, running_pulse
 from node.app import Node
 from node.config import NodeConfig
-from node.framework.runner import Backoff
+from node.framework.backoff import Backoff
 from node.framework.subsystem import Subsystem
 from node.subsystems.info import Info
 from tests.fakes.counter import Counter

@@ -11,9 +11,9 @@ import signal
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 
+from node.framework.backoff import Backoff
 from node.framework.errors import DaemonError
 
 __all__ = ["Child", "ChildBackoff", "ChildError", "describe_exit", "executable"]
@@ -36,21 +36,9 @@ def executable(path: str) -> str | None:
     return shutil.which(path)
 
 
-@dataclass
-class ChildBackoff:
-    """Restart delays: `first`, doubling up to `cap`; back to `first` after a run of `healthy` seconds."""
-
-    first: float = 0.5
-    cap: float = 30.0
-    healthy: float = 30.0
-    current: float = 0.0
-
-    def next(self, ran_for: float) -> float:
-        if ran_for >= self.healthy or self.current == 0.0:
-            self.current = self.first
-        else:
-            self.current = min(self.current * 2, self.cap)
-        return self.current
+def ChildBackoff() -> Backoff:  # noqa: N802 - the name callers know; the framework's Backoff, tuned
+    """Restart delays of a daemon: from 0.5 s doubling to 30 s, back to the start after 30 s of running."""
+    return Backoff(first=0.5, cap=30.0, healthy=30.0)
 
 
 def _die_with_parent() -> None:
@@ -79,7 +67,7 @@ class Child:
         argv: Callable[[], Sequence[str]],
         *,
         log: logging.Logger,
-        backoff: ChildBackoff | None = None,
+        backoff: Backoff | None = None,
         on_start: StartHook | None = None,
         on_exit: ExitHook | None = None,
         env: dict[str, str] | None = None,

@@ -6,11 +6,11 @@ import asyncio
 import contextlib
 import logging
 import time
-from dataclasses import dataclass
 from typing import Any
 
 from pydantic import BaseModel, ValidationError
 
+from node.framework.backoff import Backoff
 from node.framework.bus import Bus, Message
 from node.framework.errors import CommandError, SubsystemUnavailableError, format_validation, unknown_key
 from node.framework.payloads import ErrorPayload, Reply, Request, decode_command, decode_object, echo
@@ -34,23 +34,6 @@ def merge(base: dict[str, Any], update: dict[str, Any]) -> dict[str, Any]:
         else:
             out[key] = value
     return out
-
-
-@dataclass
-class Backoff:
-    """Restart delays: doubling from `first` to `cap`, reset after a run that lasted `healthy` seconds."""
-
-    first: float = 0.5
-    cap: float = 30.0
-    healthy: float = 60.0
-    current: float = 0.0
-
-    def next(self, ran_for: float) -> float:
-        if ran_for >= self.healthy or self.current == 0.0:
-            self.current = self.first
-        else:
-            self.current = min(self.current * 2, self.cap)
-        return self.current
 
 
 class Runner:

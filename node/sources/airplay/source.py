@@ -20,9 +20,9 @@ from node.adapters.shairport import (
     ShairportSettings,
     SystemdUnit,
 )
+from node.framework.backoff import Backoff
 from node.framework.errors import CommandError, SubsystemUnavailableError
 from node.framework.files import write_atomic
-from node.framework.runner import Backoff
 from node.http.logos import LogoError, LogoInfo, store_logo
 from node.sources import Source, SourceCommand, Transport
 from node.sources.airplay.models import AirplayConfig, AirplayData, AirplayState
