@@ -15,7 +15,15 @@ from node.framework.bus import Bus, Message
 from node.framework.errors import CommandError, SubsystemUnavailableError, format_validation
 from node.framework.payloads import ErrorPayload, Reply, Request, decode_command, decode_object, echo
 from node.framework.store import Store, StoredFile
-from node.framework.subsystem import Context, NodeFacts, Status, Subsystem, SubsystemConfig
+from node.framework.subsystem import (
+    EVENT_QOS,
+    STATE_QOS,
+    Context,
+    NodeFacts,
+    Status,
+    Subsystem,
+    SubsystemConfig,
+)
 from node.framework.topics import Topics
 
 STOP_TIMEOUT = 5.0
@@ -266,7 +274,8 @@ class Runner:
     async def _publish_absent(self, reason: str) -> None:
         state = self.cls.absent_state(reason)
         if state is not None:
-            await self.bus.publish(self.t_state, state.model_dump_json().encode(), retain=True)
+            data = state.model_dump_json().encode()
+            await self.bus.publish(self.t_state, data, retain=True, qos=self.cls.state_qos)
 
     def _absent(self, reason: str) -> None:
         if self.cls.absent_state(reason) is not None:
@@ -371,7 +380,7 @@ class Runner:
             with contextlib.suppress(CommandError, ValidationError):
                 request = Request.model_validate(decode_object(payload))
                 reply = Reply(id=request.id, ok=True, result=instance.state.model_dump(mode="json"))
-                await self.bus.publish(request.reply_to, reply.model_dump_json().encode())
+                await self.bus.publish(request.reply_to, reply.model_dump_json().encode(), qos=EVENT_QOS)
 
     async def _request(self, verb: str, payload: bytes) -> None:
         try:
@@ -393,12 +402,14 @@ class Runner:
             reply = Reply(id=envelope.id, ok=True, result=result)
         except CommandError as exc:
             reply = Reply(id=envelope.id, ok=False, error=exc.message, code=exc.code)
-        await self.bus.publish(envelope.reply_to, reply.model_dump_json(exclude_none=True).encode())
+        data = reply.model_dump_json(exclude_none=True).encode()
+        await self.bus.publish(envelope.reply_to, data, qos=EVENT_QOS)
 
     async def _publish_config(self, *, force: bool = False) -> None:
         if self.config is None:
             raise CommandError("config_error", f"{self.name} config is invalid: {self.detail}")
-        await self.bus.publish(self.t_config, self.config.model_dump_json().encode(), retain=True)
+        data = self.config.model_dump_json().encode()
+        await self.bus.publish(self.t_config, data, retain=True, qos=STATE_QOS)
 
     async def _config_set(self, payload: bytes) -> None:
         update = decode_object(payload)
@@ -448,6 +459,6 @@ class Runner:
         error = ErrorPayload(topic=topic, payload=echo(payload), error=message, code=code)
         self.log.info("error %s on %s (%r): %s", code, topic, payload[:40], message)
         try:
-            await self.bus.publish(self.topics.error, error.model_dump_json().encode())
+            await self.bus.publish(self.topics.error, error.model_dump_json().encode(), qos=EVENT_QOS)
         except Exception:
             self.log.exception("could not publish an error")

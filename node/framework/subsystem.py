@@ -19,6 +19,8 @@ from node.framework.errors import CommandError
 from node.framework.topics import Topics
 
 __all__ = [
+    "EVENT_QOS",
+    "STATE_QOS",
     "Context",
     "NoData",
     "NodeFacts",
@@ -29,6 +31,14 @@ __all__ = [
     "Subsystem",
     "SubsystemConfig",
 ]
+
+
+# QoS by kind (README "QoS"): the broker delivers at the lower of this and the subscriber's.
+# Retained topics (status, states, configs) go at QoS 1: a client that asked for 1 or 2 gets
+# them acknowledged. Request replies and error events go at QoS 0: they matter only to a client
+# connected now and are asked for again rather than replayed late.
+STATE_QOS = 1
+EVENT_QOS = 0
 
 
 class Status(StrEnum):
@@ -160,6 +170,8 @@ class Subsystem(Generic[StateT, ConfigT]):
     watches: ClassVar[tuple[str, ...]] = ()
     # Names it had in earlier versions: their config section, store file and --only name still work.
     formerly: ClassVar[tuple[str, ...]] = ()
+    # A state that changes many times a second (a level, a position) may go at QoS 0.
+    state_qos: ClassVar[int] = STATE_QOS
 
     def __init__(self, ctx: Context, config: ConfigT) -> None:
         self.ctx = ctx
@@ -249,14 +261,15 @@ class Subsystem(Generic[StateT, ConfigT]):
             return
         if force:
             for path, owned in list(self._owned_published.items()):
-                await self.ctx.bus.publish(self.ctx.topics.of(path), owned, retain=True)
+                await self.ctx.bus.publish(self.ctx.topics.of(path), owned, retain=True, qos=STATE_QOS)
         # Read after those awaits: a change made meanwhile (a watched topic) must not be overtaken
         # by the state as it was before it.
         data = self.state.model_dump_json().encode()
         if data == self._published and not force:
             return
         self._published = data
-        await self.ctx.bus.publish(self.ctx.topics.of(self.state_topic()), data, retain=True)
+        topic = self.ctx.topics.of(self.state_topic())
+        await self.ctx.bus.publish(topic, data, retain=True, qos=self.state_qos)
 
     async def publish_owned(self, path: str, model: BaseModel, *, force: bool = False) -> None:
         """Publish one of the `owned` topics (retained) if it changed."""
@@ -267,7 +280,7 @@ class Subsystem(Generic[StateT, ConfigT]):
         self._owned_published[path] = data
         if not self._live:
             return  # sent with the first whole publish
-        await self.ctx.bus.publish(self.ctx.topics.of(path), data, retain=True)
+        await self.ctx.bus.publish(self.ctx.topics.of(path), data, retain=True, qos=STATE_QOS)
 
     def save_data(self) -> None:
         """Persist `self.data` atomically with the config overrides."""
