@@ -82,6 +82,7 @@ class EmbeddedBroker:
         for plugin in self._broker.plugins_manager.plugins:
             if isinstance(plugin, RetainedStore):
                 self._store = plugin
+                self._fast.on_retained = plugin.changed
         try:
             await self._broker.start()
         except BrokerError as exc:

@@ -44,7 +44,7 @@ def _remaining_length(n: int) -> bytes:
             return bytes(out)
 
 
-def _ack(kind: int, packet_id: int) -> bytes:
+def ack(kind: int, packet_id: int) -> bytes:
     return bytes((kind, 2, packet_id >> 8, packet_id & 0xFF))
 
 
@@ -95,12 +95,14 @@ class FastPath:
     def __init__(self, broker: Broker) -> None:
         self.broker = broker
         self.listener: Listener | None = None
+        self.on_retained: Callable[[], None] | None = None  # the broker-wide retained store changed
         filters = FilterIndex(broker._subscriptions)
         broker._subscriptions = filters
         self.filters = filters
         self._matches: dict[str, tuple[str, ...]] = {}
         self._version = -1
         self._pending: dict[BrokerProtocolHandler, bytearray] = {}
+        self._flush_soon: asyncio.Handle | None = None
         self._ws_pending: dict[BrokerProtocolHandler, bytearray] = {}
         self.flushing: set[asyncio.Task[None]] = set()
         manager = broker.plugins_manager
@@ -111,9 +113,16 @@ class FastPath:
             manager.is_topic_filtering_enabled()
         )
         hooked = getattr(manager, "_event_plugin_callbacks", {})
-        wanted = (BrokerEvents.MESSAGE_RECEIVED, BrokerEvents.MESSAGE_BROADCAST)
+        wanted = (
+            BrokerEvents.MESSAGE_RECEIVED,
+            BrokerEvents.MESSAGE_BROADCAST,
+            BrokerEvents.RETAINED_MESSAGE,
+        )
         self.events = {e for e in wanted if e in hooked}
-        self.packet_events = MQTTEvents.PACKET_SENT in hooked
+        packet_events = [e for e in (MQTTEvents.PACKET_SENT, MQTTEvents.PACKET_RECEIVED) if e in hooked]
+        if packet_events:
+            # Packets are written and read here without amqtt's packet objects.
+            raise ValueError(f"the broker's fast path fires no {packet_events}: a plugin hooks them")
         manager.milo_fastpath = self
 
     def matching(self, topic: str) -> tuple[str, ...]:
@@ -133,8 +142,8 @@ class FastPath:
         So a command's echo and the state it causes, which the node publishes one step later, reach
         a `#` subscriber in one segment and wake it once; mosquitto sends them apart.
         """
-        if not self._pending:
-            asyncio.get_running_loop().call_soon(self.flush)
+        if self._flush_soon is None:
+            self._flush_soon = asyncio.get_running_loop().call_soon(self.flush)
         pending = self._pending.get(handler)
         if pending is None:
             self._pending[handler] = bytearray(data)
@@ -142,6 +151,10 @@ class FastPath:
             pending += data
 
     def flush(self) -> None:
+        """Send what is queued now (also the end of the loop turn's scheduled flush)."""
+        if self._flush_soon is not None:
+            self._flush_soon.cancel()
+            self._flush_soon = None
         pending, self._pending = self._pending, {}
         for handler, data in pending.items():
             writer = handler.writer
@@ -250,6 +263,24 @@ class FastPath:
             encoded = len(raw).to_bytes(2, "big") + raw
             self.send(handler, encoded, bytes(retained.data), min(granted, stored), True)
 
+    async def retain(self, source: Session | None, topic: str | None, data: Any, qos: int | None) -> None:
+        """amqtt's `retain_message`, firing its plugin event only when a plugin wants it."""
+        stored = self.broker._retained_messages
+        if data and topic is not None:
+            message = RetainedApplicationMessage(source, topic, data, qos)
+            stored[topic] = message
+        elif topic is not None and topic in stored:
+            message = stored.pop(topic)  # MQTT-3.3.1-10: an empty payload clears the topic
+            message.data = b""
+        else:
+            return
+        if self.on_retained is not None:
+            self.on_retained()
+        if BrokerEvents.RETAINED_MESSAGE in self.events:
+            await self.broker.plugins_manager.fire_event(
+                BrokerEvents.RETAINED_MESSAGE, client_id=None, retained_message=message
+            )
+
     # Receiving -------------------------------------------------------------------------------------
     async def accept(self, session: Session, message: IncomingApplicationMessage) -> bool:
         """A client's PUBLISH, once its QoS flow allows delivery; False: close the connection."""
@@ -271,7 +302,7 @@ class FastPath:
             )
         data = message.data if isinstance(message.data, bytes) else bytes(message.data)
         if message.retain:
-            await broker.retain_message(session, topic, data, message.qos)
+            await self.retain(session, topic, data, message.qos)
         if self.listener is not None:
             self.listener(session.client_id, message)
         await self.fan_out(session, topic, data, message.qos)
@@ -283,108 +314,32 @@ class FastPath:
             await asyncio.wait(list(self.flushing))
 
 
-def _fast(handler: BrokerProtocolHandler) -> FastPath | None:
-    path: FastPath | None = getattr(handler.plugins_manager, "milo_fastpath", None)
-    if path is None or path.packet_events:
-        return None
-    return path
-
-
-async def _close(handler: BrokerProtocolHandler) -> None:
-    # amqtt stopped reading but left the socket open, a zombie that still answered PINGREQ (B4).
-    await handler.handle_connection_closed()
-
-
-# Patched handler methods: each falls back to amqtt's own when amqtt's flow is waiting for the
-# packet (redelivery after a reconnection, `ProtocolHandler._retry_deliveries`).
 _original: dict[str, Any] = {}
-
-
-async def handle_publish(self: BrokerProtocolHandler, packet: Any) -> None:
-    path = _fast(self)
-    if path is None or self.session is None:
-        await _original["handle_publish"](self, packet)
-        return
-    topic, data, qos = packet.topic_name, packet.data, packet.qos or 0
-    if topic is None or data is None:
-        return
-    packet_id = packet.variable_header.packet_id if packet.variable_header else None
-    message = IncomingApplicationMessage(packet_id, topic, qos, data, packet.retain_flag)
-    message.publish_packet = packet
-    if qos == 2:
-        # Held until PUBREL (amqtt's flow too): a resent PUBLISH with the same id is delivered once.
-        assert packet_id is not None
-        self.session.inflight_in.setdefault(packet_id, message)
-        path.write(self, _ack(PUBREC, packet_id))
-        return
-    if qos == 1:
-        assert packet_id is not None
-        path.write(self, _ack(PUBACK, packet_id))
-    if not await path.accept(self.session, message):
-        await _close(self)
-
-
-async def handle_pubrel(self: BrokerProtocolHandler, pubrel: Any) -> None:
-    path = _fast(self)
-    packet_id = pubrel.packet_id
-    if path is None or self.session is None or packet_id in self._pubrel_waiters:
-        await _original["handle_pubrel"](self, pubrel)
-        return
-    message = self.session.inflight_in.pop(packet_id, None)
-    path.write(self, _ack(PUBCOMP, packet_id))  # also for an id already released (a resent PUBREL)
-    if message is not None and not await path.accept(self.session, message):
-        await _close(self)
-
-
-async def handle_puback(self: BrokerProtocolHandler, puback: Any) -> None:
-    packet_id = puback.variable_header.packet_id if puback.variable_header else None
-    if self.session is None or packet_id in self._puback_waiters:
-        await _original["handle_puback"](self, puback)
-        return
-    message = self.session.inflight_out.get(packet_id) if packet_id is not None else None
-    if message is not None and message.qos == 1:
-        del self.session.inflight_out[message.packet_id]
-    else:
-        logger.debug("PUBACK for unknown delivery %s", packet_id)
-
-
-async def handle_pubrec(self: BrokerProtocolHandler, pubrec: Any) -> None:
-    path = _fast(self)
-    packet_id = pubrec.packet_id
-    if path is None or self.session is None or packet_id in self._pubrec_waiters:
-        await _original["handle_pubrec"](self, pubrec)
-        return
-    message = self.session.inflight_out.get(packet_id)
-    if message is not None and message.qos == 2:
-        from amqtt.mqtt.pubrel import PubrelPacket  # noqa: PLC0415 - as amqtt's redelivery expects it
-
-        message.pubrec_packet = pubrec
-        message.pubrel_packet = PubrelPacket.build(packet_id)  # a redelivery now resends PUBREL
-        path.write(self, _ack(PUBREL, packet_id))
-    else:
-        logger.debug("PUBREC for unknown delivery %s", packet_id)
-
-
-async def handle_pubcomp(self: BrokerProtocolHandler, pubcomp: Any) -> None:
-    packet_id = pubcomp.packet_id
-    if self.session is None or packet_id in self._pubcomp_waiters:
-        await _original["handle_pubcomp"](self, pubcomp)
-        return
-    message = self.session.inflight_out.get(packet_id)
-    if message is not None and message.qos == 2:
-        del self.session.inflight_out[packet_id]
 
 
 # Patched broker methods ------------------------------------------------------------------------------
 async def _broadcast_message(
     self: Broker, session: Session | None, topic: str | None, data: Any, force_qos: int | None = None
 ) -> None:
-    # Wills and internal broadcasts: delivered now, not through amqtt's broadcast queue and loop.
+    # Wills and the node's own publishes: delivered now, not through amqtt's broadcast queue and
+    # loop, and sent at once: a client's command echo waiting in the same buffers goes with it,
+    # and nothing the publisher does next holds it back.
     path: FastPath | None = getattr(self.plugins_manager, "milo_fastpath", None)
     if path is None or topic is None:
         await _original["_broadcast_message"](self, session, topic, data, force_qos)
         return
     await path.fan_out(session, topic, bytes(data or b""), force_qos)
+    path.flush()
+
+
+async def retain_message(
+    self: Broker, source_session: Session | None, topic_name: str | None, data: Any, qos: int | None = None
+) -> None:
+    path: FastPath | None = getattr(self.plugins_manager, "milo_fastpath", None)
+    if path is None:
+        await _original["retain_message"](self, source_session, topic_name, data, qos)
+        return
+    await path.retain(source_session, topic_name, data, qos)
 
 
 async def _handle_message_delivery(
@@ -411,20 +366,23 @@ async def _publish_retained_messages_for_subscription(
     await path.replay_retained(subscription[0], session)
 
 
-_PATCHES: dict[type, tuple[Any, ...]] = {
-    BrokerProtocolHandler: (handle_publish, handle_pubrel, handle_puback, handle_pubrec, handle_pubcomp),
-    Broker: (_broadcast_message, _handle_message_delivery, _publish_retained_messages_for_subscription),
-}
-
-
 def apply() -> None:
-    """Install the patched methods (process-wide; a broker uses them once `FastPath(broker)` exists)."""
+    """Install the patched broker methods (process-wide; a broker uses them once it has a FastPath)."""
     if _original:
         return
-    for cls, functions in _PATCHES.items():
-        for function in functions:
-            _original[function.__name__] = getattr(cls, function.__name__)
-            setattr(cls, function.__name__, function)
+    for function in (
+        _broadcast_message,
+        _handle_message_delivery,
+        _publish_retained_messages_for_subscription,
+    ):
+        _original[function.__name__] = getattr(Broker, function.__name__)
+        setattr(Broker, function.__name__, function)
 
 
-__all__ = ["MAX_INFLIGHT", "FastPath", "RetainedApplicationMessage", "apply"]
+def of(handler: BrokerProtocolHandler) -> FastPath | None:
+    """The fast path of the handler's broker (None: a broker made without one)."""
+    path: FastPath | None = getattr(handler.plugins_manager, "milo_fastpath", None)
+    return path
+
+
+__all__ = ["MAX_INFLIGHT", "PUBACK", "PUBCOMP", "PUBREC", "PUBREL", "FastPath", "apply", "of"]

@@ -71,9 +71,9 @@ class RetainedStore(BasePlugin):  # type: ignore[misc]
         else:
             logger.info("retained store: %d messages restored from %s", len(entries), self._path)
 
-    async def on_broker_retained_message(self, *, client_id: str | None, retained_message: Any) -> None:
-        if client_id is None:  # None is the broker-wide store; a client id is an offline session queue
-            self._dirty.set()
+    def changed(self) -> None:
+        """The broker-wide store changed (called by the fast path, without an event task per message)."""
+        self._dirty.set()
 
     def flush(self) -> None:
         entries = {

@@ -236,12 +236,23 @@ async def test_wildcard_matches_follow_subscription_changes(run_node: NodeFactor
             assert (await next_message(a)).topic.value == f"{topic}/flush"  # and not "3" or "4"
 
 
-async def test_publish_to_an_empty_topic_closes_the_connection(
-    run_node: NodeFactory, broker_kind: str
+@pytest.mark.parametrize(
+    "packet",
+    [
+        publish_packet("", b"x"),
+        publish_packet("test/+/nope", b"x"),
+        publish_packet("test/#", b"x", qos=1, packet_id=1),
+        bytes([0x36]) + publish_packet("test/qos3", b"x")[1:],  # QoS 3
+    ],
+    ids=["empty topic", "wildcard", "wildcard qos1", "qos 3"],
+)
+async def test_a_malformed_publish_closes_the_connection(
+    run_node: NodeFactory, broker_kind: str, packet: bytes
 ) -> None:
     async with run_node(broker_kind) as r, raw(r.port) as bad:
-        bad.send(publish_packet("", b"x"))
-        # amqtt 0.12.1 stopped reading and left the socket open (B4); mosquitto closes it.
+        bad.send(packet)
+        # amqtt 0.12.1 stopped reading but left the socket open, or read on out of step (B4);
+        # mosquitto closes it.
         with pytest.raises(ConnectionError):
             await bad.packet()
 
