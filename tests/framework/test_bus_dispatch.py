@@ -27,6 +27,7 @@ class Inbox:
 async def test_wildcard_handlers_follow_subscription_changes(run_node: NodeFactory, broker_kind: str) -> None:
     async with run_node(broker_kind) as r, probe(r.port) as client:
         bus, topic = r.node.bus, f"test/{uuid.uuid4().hex[:8]}"
+        assert bus is not None
         one, all_ = Inbox(), Inbox()
         await bus.subscribe(f"{topic}/+/x", one)
         await client.publish(f"{topic}/1/x", "1")  # from the network
