@@ -137,10 +137,10 @@ class FastPath:
 
     # Writing --------------------------------------------------------------------------------------
     def write(self, handler: BrokerProtocolHandler, data: bytes) -> None:
-        """Queue bytes for a client; everything queued in one turn of the event loop goes out together.
+        """Queue bytes for a client, sent at the end of this turn of the event loop or sooner.
 
         So a command's echo and the state it causes, which the node publishes one step later, reach
-        a `#` subscriber in one segment and wake it once; mosquitto sends them apart.
+        a `#` subscriber in one segment and wake it once (mosquitto sends them apart).
         """
         if self._flush_soon is None:
             self._flush_soon = asyncio.get_running_loop().call_soon(self.flush)
@@ -181,8 +181,8 @@ class FastPath:
                     self._ws_pending[handler] = bytearray()
                     handler.writer.write(bytes(data))
                     await handler.writer.drain()
-        except (ConnectionError, OSError) as exc:
-            logger.debug("websocket write failed: %s", exc)
+        except Exception as exc:  # websockets' ConnectionClosed as much as an OSError
+            logger.debug("websocket write failed: %r", exc)
             await handler.handle_connection_closed()
         finally:
             self._ws_pending.pop(handler, None)
