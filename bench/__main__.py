@@ -304,11 +304,13 @@ def main() -> int:
     from bench import fanout, qos  # noqa: PLC0415
     from bench.pair import table as side_by_side  # noqa: PLC0415
 
+    load = os.getloadavg()[0]
     rows = qos.rows(qos.bench(args.runs)) + fanout.rows(fanout.bench(args.runs))
     print(side_by_side(rows, f"clients people run (median of {args.runs} alternating runs)"))
     print(
         f"\nBoth nodes run at once and are measured in turn; paho-mqtt {version('paho-mqtt')} clients "
         "with TCP_NODELAY, commands at QoS 0; the knob: raw QoS 0 `volume/set +1`; PulseAudio null sinks."
+        f" Load average {load:.1f} before, {os.getloadavg()[0]:.1f} after (other work on the machine)."
     )
     return 0
 
