@@ -306,7 +306,7 @@ def main() -> int:
 
     load = os.getloadavg()[0]
     rows = qos.rows(qos.bench(args.runs)) + fanout.rows(fanout.bench(args.runs))
-    print(side_by_side(rows, f"clients people run (median of {args.runs} alternating runs)"))
+    print(side_by_side(rows, f"clients people run (the median of {args.runs} alternating runs)"))
     print(
         f"\nBoth nodes run at once and are measured in turn; paho-mqtt {version('paho-mqtt')} clients "
         "with TCP_NODELAY, commands at QoS 0; the knob: raw QoS 0 `volume/set +1`; PulseAudio null sinks."
