@@ -17,7 +17,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 from bench.__main__ import pct
 from bench.pair import KINDS, NodePair, Row, node_pair, table
 
-TRIPS = 1000  # per node and QoS in one run, alternating between the two nodes
+TRIPS = 2000  # per node and QoS in one run, alternating between the two nodes
 WARMUP = 100
 RUNS = 3
 QOS_LEVELS = (0, 1, 2)
@@ -37,7 +37,7 @@ class PahoClient:
 
     def __init__(self, port: int, topic_filter: str, qos: int) -> None:
         self.client = paho.Client(CallbackAPIVersion.VERSION2, client_id=f"bench-{uuid.uuid4().hex[:6]}")
-        self.got: list[tuple[str, int, bytes, bool]] = []
+        self.got: list[tuple[str, int, bytes, bool, float]] = []
         self._subscribed = False
         self._sent = 0
         self.client.on_message = self._on_message
@@ -52,7 +52,9 @@ class PahoClient:
         self.pump_until(lambda: self._subscribed)
 
     def _on_message(self, _client: Any, _userdata: Any, message: paho.MQTTMessage) -> None:
-        self.got.append((message.topic, message.qos, bytes(message.payload), bool(message.retain)))
+        # Timed here, when the application has it: paho sends the PUBACK only after this returns.
+        now = time.perf_counter()
+        self.got.append((message.topic, message.qos, bytes(message.payload), bool(message.retain), now))
 
     def _on_subscribe(self, *_args: Any) -> None:
         self._subscribed = True
@@ -75,22 +77,21 @@ class PahoClient:
         marker = str(self._sent).encode()
         self.got.clear()
 
-        def answered() -> int | None:
+        def answered() -> tuple[int, float] | None:
             echoed = False
-            for topic, delivered, payload, retained in self.got:
+            for topic, delivered, payload, retained, at in self.got:
                 if topic == command and payload == marker:
                     echoed = True
                 elif echoed and topic == state and not retained:
-                    return delivered
+                    return delivered, at
             return None
 
         t0 = time.perf_counter()
         self.client.publish(command, marker, qos=qos)
         self.pump_until(lambda: answered() is not None)
-        elapsed = (time.perf_counter() - t0) * 1000
-        delivered = answered()
-        assert delivered is not None
-        return elapsed, delivered
+        answer = answered()
+        assert answer is not None
+        return (answer[1] - t0) * 1000, answer[0]
 
     def settle(self) -> None:
         """Finish the handshakes still under way (a QoS 2 PUBCOMP) before the other node's turn."""
