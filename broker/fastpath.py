@@ -4,9 +4,15 @@
 # per received packet and per delivery, a broadcast queue with its own loop, a Future plus a 5 s
 # timer per QoS 1/2 delivery, a plugin-event task per message, and every filter split into levels
 # for every message. Here a PUBLISH is read, checked, retained and written to every matching
-# subscriber in one step of the event loop, and an acknowledgement is a dict lookup. Connection
-# handling, CONNECT, authentication, subscriptions, sessions, wills and retry on reconnection stay
-# amqtt's own. Everything here is private amqtt API: re-verify (tests/broker) before any upgrade.
+# subscriber in one step of the event loop, and an acknowledgement is a dict lookup.
+#
+# Why it is safe: connection handling, CONNECT, authentication, subscriptions, sessions, wills and
+# redelivery after a reconnection stay amqtt's own; deliveries are kept in the session's
+# `inflight_out` as amqtt keeps them, so its redelivery finds them; every patched method falls back
+# to amqtt's when amqtt's own flow waits for that packet, or when a broker has no FastPath; topic
+# plugins (ACLs) and message/retain events are still called; a plugin that wants packet events
+# makes FastPath refuse to start rather than go without them. Tests: tests/broker/test_qos.py
+# (against mosquitto) and test_broker.py. Private amqtt API: re-verify before any upgrade.
 
 from __future__ import annotations
 

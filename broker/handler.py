@@ -3,8 +3,13 @@
 # amqtt 0.12.1's reader loop wraps every header read in `asyncio.wait_for` (a task per packet),
 # builds packet objects field by field with an await per field, then starts a task to handle
 # each packet. Here PUBLISH and the four acknowledgements are read whole and handled in the loop;
-# every other packet goes through amqtt's own parser and handler as before. Private amqtt API:
-# re-verify (tests/broker) before any upgrade.
+# every other packet goes through amqtt's own parser and handler as before.
+#
+# Why it is safe: the keep-alive timeout (B2's close), the size limit on the header (B5) and the
+# end of the loop are amqtt's; an acknowledgement amqtt's own flow waits for goes to amqtt's
+# handler; only the broker's handler is patched, amqtt's client keeps its loop; a broker without
+# a FastPath runs amqtt's loop. Handling a PUBLISH in line keeps each client's messages in order.
+# Tests: tests/broker. Private amqtt API: re-verify before any upgrade.
 
 from __future__ import annotations
 

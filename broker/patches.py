@@ -84,7 +84,10 @@ _applied = False
 
 
 def apply(max_packet: int = DEFAULT_MAX_PACKET) -> None:
-    """Install the patches (idempotent) and set the largest packet a client may send."""
+    """Install the patches (idempotent) and set the largest packet a client may send.
+
+    Besides the bug fixes here: broker/fastpath.py (delivery, B3) and broker/handler.py (reading).
+    """
     global _applied  # noqa: PLW0603 - patches are process-wide by nature
     _LimitedFixedHeader.max_packet = max_packet
     if _applied:
