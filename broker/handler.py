@@ -40,7 +40,7 @@ from amqtt.mqtt.packet import (
     UNSUBSCRIBE,
 )
 from amqtt.mqtt.protocol import handler as protocol_handler
-from amqtt.mqtt.protocol.broker_handler import BrokerProtocolHandler
+from amqtt.mqtt.protocol.broker_handler import BrokerProtocolHandler, Subscription, UnSubscription
 from amqtt.mqtt.puback import PubackPacket
 from amqtt.mqtt.pubcomp import PubcompPacket
 from amqtt.mqtt.publish import PublishPacket
@@ -148,6 +148,27 @@ async def _ack(handler: BrokerProtocolHandler, path: FastPath, kind: int, packet
         await on_ack(handler, path, kind, packet_id)
 
 
+async def _subscription(handler: BrokerProtocolHandler, path: FastPath, kind: int, packet: Any) -> None:
+    """A SUBSCRIBE or UNSUBSCRIBE, done before the client's next packet is read.
+
+    amqtt queued it for its client loop, as it queued PUBLISH, so the two kept their order; a
+    PUBLISH handled here in line would overtake it, and a client that subscribes and publishes at
+    once would miss its own message. amqtt's own handling otherwise (ACL, SUBACK, events, retained).
+    """
+    if handler.session is None or packet.variable_header is None or packet.payload is None:
+        raise MQTTError("SUBSCRIBE/UNSUBSCRIBE packet: header or payload missing")
+    path.flush()  # what was queued for this client goes before the SUBACK
+    request = (Subscription if kind == SUBSCRIBE else UnSubscription)(
+        packet.variable_header.packet_id, packet.payload.topics
+    )
+    done: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+    done.set_result(request)
+    if kind == SUBSCRIBE:
+        await path.broker._handle_subscription(handler.session, handler, done)
+    else:
+        await path.broker._handle_unsubscription(handler.session, handler, done)
+
+
 async def _handle_one(
     self: BrokerProtocolHandler, path: FastPath, reader: Any, running: collections.deque[asyncio.Task[Any]]
 ) -> bool:
@@ -176,7 +197,9 @@ async def _handle_one(
         await self.handle_connection_closed()
     else:
         packet = await packet_class(header).from_stream(reader, fixed_header=header)
-        if kind == CONNECT:
+        if kind in (SUBSCRIBE, UNSUBSCRIBE):
+            await _subscription(self, path, kind, packet)
+        elif kind == CONNECT:
             await self.handle_connect(packet)  # amqtt's rule: a second CONNECT closes
         elif kind in _HANDLERS:
             running.append(asyncio.create_task(getattr(self, _HANDLERS[kind])(packet)))

@@ -43,6 +43,11 @@ def subscribe_packet(packet_id: int, topic: str, qos: int = 0) -> bytes:
     return bytes([0x82]) + remaining_length(len(body)) + body
 
 
+def unsubscribe_packet(packet_id: int, topic: str) -> bytes:
+    body = packet_id.to_bytes(2, "big") + mqtt_string(topic)
+    return bytes([0xA2]) + remaining_length(len(body)) + body
+
+
 def ack_packet(kind: str, packet_id: int) -> bytes:
     """PUBACK, PUBREC, PUBREL or PUBCOMP for `packet_id`."""
     first = {"puback": 0x40, "pubrec": 0x50, "pubrel": 0x62, "pubcomp": 0x70}[kind]

@@ -19,12 +19,13 @@ from harness.rawmqtt import (
     parse_publish,
     publish_packet,
     subscribe_packet,
+    unsubscribe_packet,
 )
 from tests.conftest import NodeFactory
 from tests.helpers import NODELAY, TIMEOUT, probe
 
 LEVELS = (0, 1, 2)
-PUBLISH, PUBACK, PUBREC, PUBREL, PUBCOMP, SUBACK, PINGRESP = 3, 4, 5, 6, 7, 9, 13
+PUBLISH, PUBACK, PUBREC, PUBREL, PUBCOMP, SUBACK, UNSUBACK, PINGRESP = 3, 4, 5, 6, 7, 9, 11, 13
 
 
 class Raw:
@@ -234,6 +235,23 @@ async def test_wildcard_matches_follow_subscription_changes(run_node: NodeFactor
             await pub.publish(f"{topic}/flush", b"")
             assert (await next_message(c)).payload == b"4"
             assert (await next_message(a)).topic.value == f"{topic}/flush"  # and not "3" or "4"
+
+
+async def test_a_publish_right_behind_a_subscribe_finds_the_subscription(
+    run_node: NodeFactory, broker_kind: str
+) -> None:
+    async with run_node(broker_kind) as r, raw(r.port) as c:
+        topic = f"test/{uuid.uuid4().hex[:8]}"
+        # One segment: the broker must handle the SUBSCRIBE before the PUBLISH behind it.
+        c.send(subscribe_packet(1, f"{topic}/#", 1) + publish_packet(f"{topic}/mine", b"back"))
+        await c.expect(SUBACK)
+        first, body = await c.expect(PUBLISH)
+        assert parse_publish(first, body)[3] == b"back"
+        c.send(unsubscribe_packet(2, f"{topic}/#") + publish_packet(f"{topic}/gone", b"x"))
+        await c.expect(UNSUBACK)  # and nothing more for this client
+        c.send(b"\xc0\x00")
+        await c.expect(PINGRESP)
+        assert not c.packets
 
 
 @pytest.mark.parametrize(
