@@ -289,12 +289,29 @@ def table(results: list[Result]) -> str:
 
 
 def main() -> int:
-    argparse.ArgumentParser(description=__doc__).parse_args()
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--runs", type=int, default=3, help="alternating runs of the clients' table")
+    args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="milo-bench-") as tmp:
         results = [run_one("embedded", Path(tmp)), run_one("mosquitto", Path(tmp))]
     print(table(results))
     where = f"{os.cpu_count()} cores, Python {sys.version.split()[0]}, loopback"
-    print(f"\n{where}; mosquitto with set_tcp_nodelay true; raw-socket QoS 0 client.")
+    print(f"\n{where}; mosquitto with set_tcp_nodelay true; raw-socket QoS 0 client.\n")
+    # The clients people run: libraries, wildcard subscriptions, QoS 1 and 2, a house of them.
+    # Imported here: they use this module's helpers.
+    from importlib.metadata import version  # noqa: PLC0415
+
+    from bench import fanout, qos  # noqa: PLC0415
+    from bench.pair import table as side_by_side  # noqa: PLC0415
+
+    load = os.getloadavg()[0]
+    rows = qos.rows(qos.bench(args.runs)) + fanout.rows(fanout.bench(args.runs))
+    print(side_by_side(rows, f"clients people run (the median of {args.runs} alternating runs)"))
+    print(
+        f"\nBoth nodes run at once and are measured in turn; paho-mqtt {version('paho-mqtt')} clients "
+        "with TCP_NODELAY, commands at QoS 0; the knob: raw QoS 0 `volume/set +1`; PulseAudio null sinks."
+        f" Load average {load:.1f} before, {os.getloadavg()[0]:.1f} after (other work on the machine)."
+    )
     return 0
 
 

@@ -12,9 +12,9 @@ from typing import Any
 from amqtt.adapters import WebSocketsReader, WebSocketsWriter
 from amqtt.broker import Broker
 from amqtt.errors import BrokerError
-from amqtt.plugins.base import BasePlugin
 
 from broker import patches
+from broker.fastpath import FastPath
 from broker.retained import RetainedStore
 
 logger = logging.getLogger(__name__)
@@ -46,26 +46,13 @@ class BrokerSettings:
     force_retained: dict[str, str] = field(default_factory=dict)
 
 
-class _Relay(BasePlugin):  # type: ignore[misc]
-    """Hands every message the broker accepted (after its ACL) to the node's in-process bus."""
-
-    listener: Callable[[InboundMessage], None] | None = None
-
-    async def on_broker_message_broadcast(self, *, client_id: str | None, message: Any) -> None:
-        if self.listener is None or message is None:
-            return
-        packet = message.publish_packet
-        retain = bool(packet is not None and packet.retain_flag)
-        self.listener(InboundMessage(message.topic, bytes(message.data or b""), retain, client_id))
-
-
 class EmbeddedBroker:
     """One amqtt broker in the node's own event loop."""
 
     def __init__(self, settings: BrokerSettings) -> None:
         self.settings = settings
         self._broker: Broker | None = None
-        self._relay: _Relay | None = None
+        self._fast: FastPath | None = None
         self._store: RetainedStore | None = None
 
     def _config(self) -> dict[str, Any]:
@@ -85,18 +72,17 @@ class EmbeddedBroker:
                     "flush_delay": s.flush_delay,
                     "force": dict(s.force_retained),
                 },
-                "broker.embedded._Relay": {},
             },
         }
 
     async def start(self) -> None:
         patches.apply(self.settings.max_packet)
         self._broker = Broker(self._config())
+        self._fast = FastPath(self._broker)
         for plugin in self._broker.plugins_manager.plugins:
-            if isinstance(plugin, _Relay):
-                self._relay = plugin
-            elif isinstance(plugin, RetainedStore):
+            if isinstance(plugin, RetainedStore):
                 self._store = plugin
+                self._fast.on_retained = plugin.changed
         try:
             await self._broker.start()
         except BrokerError as exc:
@@ -121,16 +107,21 @@ class EmbeddedBroker:
         return int(server.sockets[0].getsockname()[1])
 
     def set_listener(self, listener: Callable[[InboundMessage], None]) -> None:
-        if self._relay is None:
+        """Every message a network client published (after the ACL), handed over in-process."""
+        if self._fast is None:
             raise RuntimeError("broker not started")
-        self._relay.listener = listener
+
+        def relay(client_id: str | None, message: Any) -> None:
+            listener(InboundMessage(message.topic, bytes(message.data), bool(message.retain), client_id))
+
+        self._fast.listener = relay
 
     async def publish(self, topic: str, payload: bytes, *, retain: bool, qos: int = 1) -> None:
         """Publish as the broker itself: no network hop (shared/reference/amqtt.md §11)."""
         if retain:
             await self._b.retain_message(None, topic, payload, qos)
         # An empty retained payload clears the topic and, as on mosquitto, still reaches subscribers.
-        await self._b.internal_message_broadcast(topic, payload, None)
+        await self._b.internal_message_broadcast(topic, payload, qos)
 
     def retained(self) -> Iterator[tuple[str, bytes]]:
         for topic, message in list(self._b.retained_messages.items()):
@@ -150,6 +141,9 @@ class EmbeddedBroker:
         while asyncio.get_running_loop().time() < deadline:
             pending = [t for t in b._tasks_queue if not t.done()]
             if b._broadcast_queue.empty() and not pending:
+                if self._fast is not None:  # WebSocket clients' flushes
+                    left = max(0.0, deadline - asyncio.get_running_loop().time())
+                    await asyncio.wait_for(self._fast.drain(), left)
                 return
             if pending:
                 await asyncio.wait(pending, timeout=max(0.0, deadline - asyncio.get_running_loop().time()))

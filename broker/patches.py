@@ -12,6 +12,8 @@ from amqtt.mqtt.packet import MQTTFixedHeader
 from amqtt.mqtt.protocol import handler as protocol_handler
 from amqtt.mqtt.protocol.broker_handler import BrokerProtocolHandler
 
+from broker import fastpath, handler
+
 logger = logging.getLogger(__name__)
 
 AMQTT_VERSION = "0.12.1"
@@ -82,7 +84,10 @@ _applied = False
 
 
 def apply(max_packet: int = DEFAULT_MAX_PACKET) -> None:
-    """Install the patches (idempotent) and set the largest packet a client may send."""
+    """Install the patches (idempotent) and set the largest packet a client may send.
+
+    Besides the bug fixes here: broker/fastpath.py (delivery, B3) and broker/handler.py (reading).
+    """
     global _applied  # noqa: PLW0603 - patches are process-wide by nature
     _LimitedFixedHeader.max_packet = max_packet
     if _applied:
@@ -97,6 +102,9 @@ def apply(max_packet: int = DEFAULT_MAX_PACKET) -> None:
     protocol_handler.MQTTFixedHeader = _LimitedFixedHeader
     ConnectPacket.FIXED_HEADER = _LimitedFixedHeader  # the CONNECT is read outside the handler loop
     ConnectPayload.from_stream = classmethod(_payload_or_refusal)
+    # After B1's replay filter, which stays the fallback of the fast path's own replay.
+    fastpath.apply()
+    handler.apply()
     # The transitions state machine logs every session state change at INFO.
     logging.getLogger("transitions").setLevel(logging.WARNING)
     _applied = True

@@ -15,6 +15,8 @@ from node.framework.topics import matches
 
 logger = logging.getLogger(__name__)
 
+MAX_CACHED_TOPICS = 4096
+
 
 @dataclass(frozen=True, slots=True)
 class Message:
@@ -38,6 +40,9 @@ class Bus(ABC):
         # keeps delivery flat as subsystems are added.
         self._exact: dict[str, list[Handler]] = {}
         self._wild: list[tuple[str, Handler]] = []
+        # The wildcard handlers of each topic seen, until a subscription changes: a topic's matches
+        # are worked out once, not for every message (the node republishes the same topics).
+        self._wild_of: dict[str, tuple[Handler, ...]] = {}
         self._on_connect: list[ConnectCallback] = []
 
     def on_connect(self, callback: ConnectCallback) -> None:
@@ -51,7 +56,12 @@ class Bus(ABC):
         the message once, as a broker delivers one message per client, not per subscription.
         """
         exact = self._exact.get(message.topic, ())
-        wild = [handler for topic_filter, handler in self._wild if matches(topic_filter, message.topic)]
+        wild = self._wild_of.get(message.topic)
+        if wild is None:
+            if len(self._wild_of) >= MAX_CACHED_TOPICS:
+                self._wild_of.clear()
+            wild = tuple(h for topic_filter, h in self._wild if matches(topic_filter, message.topic))
+            self._wild_of[message.topic] = wild
         handlers = tuple(dict.fromkeys((*exact, *wild))) if wild else tuple(exact)
         for handler in handlers:
             handler(message)
@@ -59,6 +69,7 @@ class Bus(ABC):
     def _add(self, topic_filter: str, handler: Handler) -> None:
         if "+" in topic_filter or "#" in topic_filter:
             self._wild.append((topic_filter, handler))
+            self._wild_of.clear()
         else:
             self._exact.setdefault(topic_filter, []).append(handler)
 
@@ -94,6 +105,7 @@ class Bus(ABC):
                     del self._exact[topic_filter]
             else:
                 self._wild.remove((topic_filter, handler))
+                self._wild_of.clear()
 
     @property
     @abstractmethod

@@ -15,7 +15,16 @@ from node.framework.bus import Bus, Message
 from node.framework.errors import CommandError, SubsystemUnavailableError, format_validation, unknown_key
 from node.framework.payloads import ErrorPayload, Reply, Request, decode_command, decode_object, echo
 from node.framework.store import Store, StoredFile
-from node.framework.subsystem import Context, NodeFacts, Status, Subsystem, SubsystemConfig, local_only_keys
+from node.framework.subsystem import (
+    EVENT_QOS,
+    STATE_QOS,
+    Context,
+    NodeFacts,
+    Status,
+    Subsystem,
+    SubsystemConfig,
+    local_only_keys,
+)
 from node.framework.topics import Topics
 
 STOP_TIMEOUT = 5.0
@@ -270,7 +279,7 @@ class Runner:
     async def _publish_absent(self, status: Status, reason: str) -> None:
         state = self.cls.absent_state(status.value, reason[:2000])
         self._absent_payload = state.model_dump_json().encode()
-        await self.bus.publish(self.t_state, self._absent_payload, retain=True)
+        await self.bus.publish(self.t_state, self._absent_payload, retain=True, qos=self.cls.state_qos)
 
     async def _defend(self, message: Message) -> None:
         """The node's state topics hold the node's truth: a foreign value or a clearing is undone.
@@ -417,13 +426,13 @@ class Runner:
             if request is not None:
                 # Whoever asked waits on reply_to: it gets the refusal there too, not only on error.
                 reply = Reply(id=request.id, ok=False, error=exc.message, code=exc.code)
-                await self.bus.publish(request.reply_to, reply.model_dump_json().encode())
+                await self.bus.publish(request.reply_to, reply.model_dump_json().encode(), qos=EVENT_QOS)
             raise
         await instance.on_get()
         await instance.publish_state(force=True)
         if request is not None:
             reply = Reply(id=request.id, ok=True, result=instance.state.model_dump(mode="json"))
-            await self.bus.publish(request.reply_to, reply.model_dump_json().encode())
+            await self.bus.publish(request.reply_to, reply.model_dump_json().encode(), qos=EVENT_QOS)
 
     async def _request(self, verb: str, payload: bytes) -> None:
         try:
@@ -445,12 +454,14 @@ class Runner:
             reply = Reply(id=envelope.id, ok=True, result=result)
         except CommandError as exc:
             reply = Reply(id=envelope.id, ok=False, error=exc.message, code=exc.code)
-        await self.bus.publish(envelope.reply_to, reply.model_dump_json(exclude_none=True).encode())
+        data = reply.model_dump_json(exclude_none=True).encode()
+        await self.bus.publish(envelope.reply_to, data, qos=EVENT_QOS)
 
     async def _publish_config(self, *, force: bool = False) -> None:
         if self.config is None:
             raise CommandError("config_error", f"{self.name} config is invalid: {self.detail}")
-        await self.bus.publish(self.t_config, self.config.model_dump_json().encode(), retain=True)
+        data = self.config.model_dump_json().encode()
+        await self.bus.publish(self.t_config, data, retain=True, qos=STATE_QOS)
 
     async def _config_set(self, payload: bytes) -> None:
         update = decode_object(payload)
@@ -514,6 +525,6 @@ class Runner:
         error = ErrorPayload(topic=topic, payload=echo(payload), error=message, code=code)
         self.log.info("error %s on %s (%r): %s", code, topic, payload[:40], message)
         try:
-            await self.bus.publish(self.topics.error, error.model_dump_json().encode())
+            await self.bus.publish(self.topics.error, error.model_dump_json().encode(), qos=EVENT_QOS)
         except Exception:
             self.log.exception("could not publish an error")

@@ -20,7 +20,9 @@ from node.framework.errors import CommandError
 from node.framework.topics import Topics
 
 __all__ = [
+    "EVENT_QOS",
     "LOCAL_ONLY",
+    "STATE_QOS",
     "Absent",
     "Context",
     "NoData",
@@ -34,6 +36,14 @@ __all__ = [
     "local_only",
     "local_only_keys",
 ]
+
+
+# QoS by kind (README "QoS"): the broker delivers at the lower of this and the subscriber's.
+# Retained topics (status, states, configs) go at QoS 1: a client that asked for 1 or 2 gets
+# them acknowledged. Request replies and error events go at QoS 0: they matter only to a client
+# connected now and are asked for again rather than replayed late.
+STATE_QOS = 1
+EVENT_QOS = 0
 
 
 class Status(StrEnum):
@@ -200,6 +210,8 @@ class Subsystem(Generic[StateT, ConfigT]):
     absent_model: ClassVar[type[BaseModel] | None] = Absent
     # Names it had in earlier versions: their config section, store file and --only name still work.
     formerly: ClassVar[tuple[str, ...]] = ()
+    # A state that changes many times a second (a level, a position) may go at QoS 0.
+    state_qos: ClassVar[int] = STATE_QOS
 
     def __init__(self, ctx: Context, config: ConfigT) -> None:
         self.ctx = ctx
@@ -297,7 +309,7 @@ class Subsystem(Generic[StateT, ConfigT]):
             return
         if force:
             for path, owned in list(self._owned_published.items()):
-                await self.ctx.bus.publish(self.ctx.topics.of(path), owned, retain=True)
+                await self.ctx.bus.publish(self.ctx.topics.of(path), owned, retain=True, qos=STATE_QOS)
         # Read after those awaits: a change made meanwhile (a watched topic) must not be overtaken
         # by the state as it was before it.
         data = self.state.model_dump_json().encode()
@@ -321,7 +333,9 @@ class Subsystem(Generic[StateT, ConfigT]):
         self._published = data
         self.recent_sends.append(data)
         self.state_sends += 1
-        await self.ctx.bus.publish(self.ctx.topics.of(self.state_topic()), data, retain=True)
+        await self.ctx.bus.publish(
+            self.ctx.topics.of(self.state_topic()), data, retain=True, qos=self.state_qos
+        )
 
     async def publish_owned(self, path: str, model: BaseModel, *, force: bool = False) -> None:
         """Publish one of the `owned` topics (retained) if it changed."""
@@ -333,7 +347,7 @@ class Subsystem(Generic[StateT, ConfigT]):
         if not self._live:
             return  # sent with the first whole publish
         self.owned_sends[path] = self.owned_sends.get(path, 0) + 1
-        await self.ctx.bus.publish(self.ctx.topics.of(path), data, retain=True)
+        await self.ctx.bus.publish(self.ctx.topics.of(path), data, retain=True, qos=STATE_QOS)
 
     async def echo_owned(self, path: str) -> None:
         """Publish an owned topic again as it is: the acknowledgement of a command that changed nothing."""
