@@ -15,7 +15,6 @@ import shutil
 import subprocess
 import sys
 import threading
-import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,13 +28,13 @@ from dbus_fast.errors import DBusError
 from dbus_fast.service import ServiceInterface, dbus_method, dbus_property
 
 from harness.dbus import PrivateBus as BusDaemon
+from harness.waits import WAIT, until
 from node.adapters.bluez import Void
 
 A2DP_SOURCE = "0000110a-0000-1000-8000-00805f9b34fb"
 AVRCP = "0000110e-0000-1000-8000-00805f9b34fb"
 AVDTP = "0000110d-0000-1000-8000-00805f9b34fb"
 HANDS_FREE = "0000111e-0000-1000-8000-00805f9b34fb"
-WAIT = 10.0
 
 
 # The private bus -----------------------------------------------------------------------------------
@@ -645,15 +644,6 @@ class FakeAplay:
     async def wait(self, check: Callable[[FakeAplay], bool], timeout: float = WAIT) -> None:
         """Until `check` holds (the script writes its log on its own schedule, so this one is polled)."""
         await until(lambda: check(self), timeout, lambda: f"fake bluealsa-aplay: {self.events()}")
-
-
-async def until(check: Callable[[], bool], timeout: float = WAIT, seen: Callable[[], str] = str) -> None:
-    """Poll `check` until it holds, for what no message announces (a file written, a D-Bus property set)."""
-    deadline = time.monotonic() + timeout
-    while not check():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"condition not met within {timeout} s; {seen()}")
-        await asyncio.sleep(0.02)
 
 
 def fake_aplay(workdir: Path, *, stays: bool = True) -> FakeAplay:

@@ -22,9 +22,9 @@ from harness.bluez import (
     FakePhone,
     PrivateBus,
     fake_aplay,
-    until,
 )
 from harness.pulse import Pulse
+from harness.waits import until
 from node.adapters.bluealsa import decode_volume
 from node.sources.bluetooth import Bluetooth, to_percent, to_raw
 from node.subsystems.info import Info

@@ -11,7 +11,6 @@ import os
 import signal
 import socket
 import struct
-import time
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
@@ -24,6 +23,7 @@ from harness.audio import level_dbfs, peak_hz, read_wav
 from harness.icy_server import IcyServer
 from harness.roc_relay_cost import measure
 from harness.roc_send import RocSender
+from harness.waits import until
 from node.adapters.roc import RocPorts, free_udp_ports, mdns_name, ptr_answer, recv_argv, udp_bound
 from node.framework.subsystem import Subsystem
 from node.sources.radio import Radio
@@ -86,16 +86,6 @@ async def roc_node(
     async with run_node(kind, subsystems=subsystems, sections=merged) as r, probe(r.port) as p:
         await p.subscribe(f"{r.base}/#")
         yield r, p, log
-
-
-async def until(condition: Callable[[], Any], timeout: float = 10.0, what: str = "") -> Any:
-    """Wait for `condition()` to hold (a packet count, a line in a log): no event to wait on there."""
-    deadline = time.monotonic() + timeout
-    while not (result := condition()):
-        if time.monotonic() > deadline:
-            raise AssertionError(f"not within {timeout} s: {what or condition}")
-        await asyncio.sleep(0.02)
-    return result
 
 
 def starts(log: Path) -> list[dict[str, Any]]:

@@ -10,8 +10,9 @@ import pytest
 from playwright.async_api import Browser, Dialog, expect
 
 from harness.alsa_sinks import sink_config
-from harness.bluez import FakeBlueAlsa, FakeBluez, PrivateBus, fake_aplay, until
+from harness.bluez import FakeBlueAlsa, FakeBluez, PrivateBus, fake_aplay
 from harness.ui import FAST, open_page
+from harness.waits import until
 from node.app import Node
 from node.config import NodeConfig
 from node.sources.bluetooth import Bluetooth
