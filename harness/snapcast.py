@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import json
 import os
 import signal
 import subprocess
+import threading
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -82,7 +84,14 @@ def fifo_routing(out: Path, fifos: dict[str, Path]) -> Iterator[dict[str, Any]]:
 
 
 class Snapclient:
-    """One real snapclient with its own host id, writing what it plays to a paced file (or nowhere)."""
+    """One real snapclient with its own host id, writing what it plays to a paced file (or nowhere).
+
+    Supervised as its unit is on a satellite (systemd/snapclient.service.j2: Restart=always): snapclient
+    0.26 sometimes aborts ("malloc(): unsorted double linked list corrupted") when its server goes away
+    during its handshake, and systemd starts it again. Its stderr is kept, to tell a crash from a hang.
+    """
+
+    RESTART_S = 1.0  # the unit's RestartSec
 
     def __init__(self, port: int, host_id: str, out: Path | None = None, *, latency: int = 0) -> None:
         self.port, self.host_id, self.out = port, host_id, out
@@ -103,24 +112,57 @@ class Snapclient:
             "stderr",
         ]
         self.proc: subprocess.Popen[bytes] | None = None
+        self.crashes: list[str] = []  # the last lines of output of each run that ended by itself
+        self._stopping = threading.Event()
+        self._lock = threading.Lock()  # a restart and a stop never cross
+        self._supervisor: threading.Thread | None = None
 
     def start(self) -> Snapclient:
-        self.proc = subprocess.Popen(
-            self.argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
-        )
+        self._stopping.clear()
+        self._spawn()
+        self._supervisor = threading.Thread(target=self._supervise, name=f"snapclient-{self.host_id}")
+        self._supervisor.start()
         return self
 
+    def _spawn(self) -> None:
+        self.proc = subprocess.Popen(
+            self.argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+        )
+
+    def _supervise(self) -> None:
+        while not self._stopping.is_set():
+            proc = self.proc
+            if proc is None:
+                return
+            assert proc.stderr is not None
+            tail: collections.deque[bytes] = collections.deque(proc.stderr, maxlen=3)  # until it exits
+            code = proc.wait()
+            if self._stopping.is_set():
+                return
+            last = b" | ".join(line.strip() for line in tail).decode(errors="replace")
+            self.crashes.append(f"exit {code}: {last}")
+            print(f"snapclient {self.host_id} ended ({code}: {last}); restarted as its unit would be")
+            if self._stopping.wait(self.RESTART_S):
+                return
+            with self._lock:
+                if not self._stopping.is_set():
+                    self._spawn()
+
     def stop(self) -> None:
-        proc, self.proc = self.proc, None
-        if proc is None or proc.poll() is not None:
-            return
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(3)
-        except subprocess.TimeoutExpired:
-            # Blocked on I/O it may ignore SIGTERM (shared/reference/testing-without-hardware.md).
-            proc.kill()
-            proc.wait(3)
+        with self._lock:
+            self._stopping.set()
+            proc, self.proc = self.proc, None
+        if proc is not None and proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+            try:
+                proc.wait(3)
+            except subprocess.TimeoutExpired:
+                # Blocked on I/O it may ignore SIGTERM (shared/reference/testing-without-hardware.md).
+                proc.kill()
+                proc.wait(3)
+        if self._supervisor is not None:
+            self._supervisor.join(5)
+            self._supervisor = None
 
 
 @contextlib.contextmanager

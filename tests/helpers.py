@@ -84,7 +84,10 @@ class Probe:
                 await asyncio.wait_for(self._new.wait_for(lambda: find() is not None), timeout)
             except TimeoutError:
                 seen = [(g.topic, g.payload[:120]) for g in self.seen[after:]]
-                raise AssertionError(f"nothing on {topic} within {timeout} s; seen: {seen}") from None
+                last = next((g.payload[:2000] for g in reversed(self.seen) if g.topic == topic), None)
+                raise AssertionError(
+                    f"nothing on {topic} within {timeout} s; seen: {seen}; the last on it: {last!r}"
+                ) from None
             found = find()
             assert found is not None
             return found

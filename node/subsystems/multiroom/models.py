@@ -97,6 +97,9 @@ class MultiroomState(BaseModel):
     managed: Literal["child", "systemd", "external"] = "child"
     error: str | None = Field(default=None, description="why the server is not running")
     restarts: int = Field(default=0, description="times snapserver was restarted after it died")
+    applying: bool = Field(
+        default=False, description="new settings wait for the server's restart (a few seconds)"
+    )
     stream_port: int = 0
     control_port: int = 0
     settings: ServerSettings = Field(default_factory=ServerSettings)
@@ -149,6 +152,12 @@ class MultiroomConfig(SubsystemConfig):
     rpc_timeout_s: float = Field(default=2.0, gt=0, le=30)
     restart_first_s: float = Field(default=0.2, gt=0, le=30, description="first restart delay")
     restart_cap_s: float = Field(default=10.0, gt=0, le=300, description="longest restart delay")
+    settle_s: float = Field(
+        default=3.0,
+        ge=0,
+        le=30,
+        description="a settings change restarts snapserver no sooner than this after its last start",
+    )
 
 
 class Remembered(BaseModel):

@@ -116,6 +116,12 @@ class Multiroom(Subsystem[MultiroomState, MultiroomConfig]):
         # After snapserver died (not restarted on purpose), what it reports is its last clean save:
         # every client gets back what Milo last saw.
         self._restarting = False
+        # snapclient 0.26 can hang for good (no more reconnection attempts) when its server goes away
+        # during its handshake: a second settings change right after a restart did that to about one
+        # client in ten here. So restarts are spaced by `settle_s`; changes meanwhile are coalesced.
+        self._started_at = 0.0
+        self._pending_restart: asyncio.Task[None] | None = None
+        self._restart_epoch: int | None = None  # the control connection up when the last restart began
         self._lost_unexpectedly = False
         self._restore_all = False
         self._failure: asyncio.Future[None] | None = None
@@ -142,6 +148,7 @@ class Multiroom(Subsystem[MultiroomState, MultiroomConfig]):
             self._start_server()
         elif self.config.manage == "systemd":
             await self._unit("snapserver.service").start()
+        self._started_at = asyncio.get_running_loop().time()
         self._tasks.append(asyncio.create_task(self._control.run(), name="multiroom-control"))
         # The first retained state lists the clients already (a few ms when the server runs).
         with contextlib.suppress(TimeoutError):
@@ -179,8 +186,9 @@ class Multiroom(Subsystem[MultiroomState, MultiroomConfig]):
         task.add_done_callback(ended)
 
     async def teardown(self) -> None:
-        tasks = [*self._tasks, self._server_task, self._client_task]
+        tasks = [*self._tasks, self._server_task, self._client_task, self._pending_restart]
         self._tasks, self._server_task, self._client_task = [], None, None
+        self._pending_restart = None
         for task in tasks:
             if task is not None:
                 task.cancel()
@@ -238,7 +246,29 @@ class Multiroom(Subsystem[MultiroomState, MultiroomConfig]):
 
     async def _restart_server(self) -> None:
         self._write_conf()
+        if self._pending_restart is not None:
+            return  # the restart already waiting reads the file just written
+        wait = self._started_at + self.config.settle_s - asyncio.get_running_loop().time()
+        if wait <= 0:
+            await self._restart_now()
+            return
+        self.log.info("multiroom: new settings; snapserver restarts in %.1f s", wait)
+        self._pending_restart = asyncio.create_task(self._restart_later(wait), name="multiroom-restart")
+
+    async def _restart_later(self, wait: float) -> None:
+        await asyncio.sleep(wait)  # spacing restarts, see __init__
+        try:
+            await self._restart_now()
+        except DaemonError as exc:
+            self.log.warning("multiroom: could not restart snapserver: %s", exc)
+        finally:
+            self._pending_restart = None
+            self._wake.set()
+
+    async def _restart_now(self) -> None:
         self._restarting = True
+        self._restart_epoch = self._epoch
+        self._started_at = asyncio.get_running_loop().time()
         if self.config.manage == "systemd":
             await self._unit("snapserver.service").restart()
             return
@@ -600,6 +630,9 @@ class Multiroom(Subsystem[MultiroomState, MultiroomConfig]):
             managed=c.manage,
             error=error,
             restarts=self._restarts + (server.restarts if server is not None else 0),
+            # Until the status of a connection made after the restart is loaded.
+            applying=self._pending_restart is not None
+            or (self._restart_epoch is not None and self._status_epoch <= self._restart_epoch),
             stream_port=c.stream_port,
             control_port=c.control_port,
             settings=ServerSettings(**s.model_dump(), preset=preset_of(s), sample_format=c.sample_format),
