@@ -3,6 +3,7 @@
 // ellipsis, a word broken inside, anything past the viewport's left or right edge.
 async ({ scenes, chrome }) => {
   const found = [];
+  const seen = {}; // scene -> how many elements with text were measured, so a blank scene is noticed
   const CONTROLS = new Set(['BUTTON', 'SUMMARY', 'LABEL', 'SELECT', 'OPTION', 'A', 'DT', 'H2', 'B']);
   const FIELDS = new Set(['text', 'search', 'url', 'number', 'password', 'email']);
   // Chinese (and Japanese) lines may break between any two characters: not a broken word.
@@ -105,6 +106,7 @@ async ({ scenes, chrome }) => {
       }
       const text = ownText(el).length > 0;
       if (!text && !CONTROLS.has(el.tagName)) continue;
+      seen[scene] = (seen[scene] || 0) + 1;
       if (style.display !== 'inline' && el.scrollWidth > el.clientWidth + 1 && style.overflowX !== 'auto') {
         // Data (a title, a station's name) may end in an ellipsis; a label or a control may not.
         const control = CONTROLS.has(el.tagName) || el.matches('[role=tab], nav *');
@@ -131,16 +133,23 @@ async ({ scenes, chrome }) => {
     return document.getElementById(`view-${view}`);
   }
 
+  // `view`, `view:tab`, or `view:tab:keyboard` (the kiosk's on-screen keyboard under the first field).
   for (const scene of scenes) {
-    const [view, tab] = scene.split(':');
+    const [view, tab, keyboard] = scene.split(':');
     const section = await showView(view);
     if (tab) section.querySelector(`[data-tab=${tab}]`).click();
     for (const details of section.querySelectorAll('details')) details.open = true;
+    const field = keyboard ? section.querySelector('input[type=search], input[type=text]:not([hidden])') : null;
+    field?.focus();
     await frame();
     check(scene, section);
+    if (field) {
+      check(`${scene}:osk`, document.querySelector('.osk'));
+      field.blur();
+    }
     if (scene === scenes[0]) {
       for (const selector of chrome) check(selector, document.querySelector(selector));
     }
   }
-  return found;
+  return { found, seen };
 }
