@@ -74,6 +74,13 @@ async def household(node: UiNode, p: Probe, control: Controller) -> None:
         "genre": "classical",
     }
     await p.publish(f"{base}/radio/custom/set", {"add": custom})
+    # A station whose stream is a closed port: it fails at once and is listed as broken, with mpv's reason.
+    dead = {"name": "Funkhaus Europa Nachtprogramm", "url": "http://127.0.0.1:9/none"}
+    await p.publish(f"{base}/radio/custom/set", {"add": dead})
+    got = await p.wait_for(f"{base}/radio/custom", lambda g: len(g.json()["stations"]) == 2)
+    dead_id = next(st["id"] for st in got.json()["stations"] if st["name"] == dead["name"])
+    await p.publish(f"{base}/source/radio/set", {"play": dead_id})
+    await p.wait_for(f"{base}/radio/broken", lambda g: dead_id in g.json()["stations"])
     await p.publish(f"{base}/routing/set", {"equalizer": True})
     await p.publish(f"{base}/equalizer/set", {"save_preset": "Sunday morning"})
     await p.wait_for(f"{base}/equalizer", lambda g: "Sunday morning" in g.json()["user_presets"])
