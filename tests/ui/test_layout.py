@@ -11,12 +11,12 @@ import os
 import subprocess
 from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 from playwright.async_api import Browser, Page, expect
 
 from harness.icy_server import IcyServer, make_mp3
+from harness.pulse import Pulse
 from harness.snapcast import Controller, Ports, multiroom_section, snapclients
 from harness.ui import CLASSIC_ID, JAZZ_ID, ROCK_ID, UiNode, chromium, ui_node
 from node.subsystems.multiroom import Multiroom
@@ -124,7 +124,7 @@ async def open_size(browser: Browser, node: UiNode, width: int, height: int, kio
 
 
 @pytest.fixture
-async def scene(tmp_path: Path, pulse: Any) -> AsyncIterator[tuple[UiNode, Probe, list[tuple[str, Page]]]]:
+async def scene(tmp_path: Path, pulse: Pulse) -> AsyncIterator[tuple[UiNode, Probe, list[tuple[str, Page]]]]:
     ports = Ports()
     mp3 = make_mp3(tmp_path)
     icy = await IcyServer(mp3, title=TITLE).start()
