@@ -151,6 +151,27 @@ async def scene(tmp_path: Path, pulse: Pulse) -> AsyncIterator[tuple[UiNode, Pro
         await icy.close()
 
 
+# One of each thing the check must find, beside what it must let be (a title's ellipsis, a URL broken
+# because it is longer than a line, a row of chips scrolled sideways).
+SPECIMEN = (Path(__file__).with_name("layout_specimen.html")).read_text()
+
+
+async def test_the_check_finds_each_kind_of_problem_and_lets_data_be(browser: Browser) -> None:
+    page = await browser.new_page(viewport={"width": 390, "height": 600})
+    await page.set_content(SPECIMEN)
+    await page.evaluate("location.hash = 'x'")
+    result = await page.evaluate(CHECK, {"scenes": ["x"], "chrome": []})
+    kinds = {(f["selector"].split(" > ")[-1], f["kind"]) for f in result["found"]}
+    assert kinds == {
+        ("div#squeezed", "word broken"),
+        ("button#cut", "cut by ellipsis"),
+        ("div#wide", "wider than its box"),
+        ("input#ph", "field text cut"),
+        ("div#off", "past the viewport"),
+        ("section#view-x", "scrolls sideways"),
+    }
+
+
 def test_this_machine_has_fonts_for_every_language() -> None:
     """Empty boxes have no true width: Hindi and Chinese are measured in the kiosk's own Noto fonts."""
     for lang in ("hi", "zh-cn"):
