@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import os
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -83,8 +83,12 @@ async def ui_node(
     stream_url: str = "http://127.0.0.1:9/none",
     sections: dict[str, dict[str, Any]] | None = None,
     web_root: Path | None = None,
+    extra: Sequence[type[Subsystem[Any, Any]]] = (),
 ) -> AsyncIterator[UiNode]:
-    """A node on the embedded broker with a free HTTP port serving web/; `volume` needs PULSE_SERVER set."""
+    """A node on the embedded broker with a free HTTP port serving web/; `volume` needs PULSE_SERVER set.
+
+    `extra` adds subsystems (multiroom, say), configured by `sections`.
+    """
     out = data_dir / "sinks"
     out.mkdir(parents=True, exist_ok=True)
     subsystems: list[type[Subsystem[Any, Any]]] = [Info, Routing, Equalizer, Radio, Player, Ui]
@@ -106,6 +110,7 @@ async def ui_node(
     if volume:
         subsystems.insert(3, Volume)
         merged["volume"] = {"device": "pulse", "control": "Master"}
+    subsystems.extend(extra)
     for name, section in (sections or {}).items():
         merged[name] = {**merged.get(name, {}), **section}
     async with FakeRadioBrowser(directory(stream_url)) as fake:

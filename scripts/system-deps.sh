@@ -26,6 +26,8 @@ packages=(
     bluez-alsa-utils   # bluealsa (A2DP sink daemon) and bluealsa-aplay, which the Bluetooth source runs per phone
     dbus-daemon        # tests: the private bus the fake systemd1 answers on (never the machine's system bus)
     nodejs             # tests: runs the polkit rule (JavaScript) that `milo install` writes
+    fonts-noto-core    # tests/ui: real Devanagari glyphs, so the layout test measures Hindi as the kiosk shows it
+    fonts-noto-cjk     # tests/ui: real Chinese glyphs, likewise (the kiosk installs both: systemd/milo-kiosk.packages)
 )
 
 missing=()

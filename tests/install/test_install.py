@@ -298,3 +298,14 @@ def test_the_registry_subsystems_decide_the_sections(tmp_path: Path) -> None:
     run_install(root, MAIN, subsystems=registry.names())
     text = (root / "etc/milo/milo.toml").read_text()
     assert ("[screen]" in text) == ("screen" in registry.names())
+
+
+@pytest.mark.parametrize(("screen", "fonts"), [("waveshare-8-dsi", True), ("none", False)])
+def test_a_node_with_a_screen_gets_the_fonts_its_kiosk_shows_hindi_and_chinese_in(
+    tmp_path: Path, screen: str, fonts: bool
+) -> None:
+    root = pi_root(tmp_path)
+    opts = Options(node_id="living", milo=MILO, dac="hifiberry-dacplus", screen=screen)
+    run_install(root, opts, templates=("milo.service", "milo-kiosk.service"))
+    packages = set(json.loads((root / SIMULATED_STATE).read_text())["packages"])
+    assert ({"fonts-noto-core", "fonts-noto-cjk"} <= packages) is fonts

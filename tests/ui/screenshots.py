@@ -1,4 +1,8 @@
-"""`python -m tests.ui.screenshots`: the main views at phone and 800x480 sizes, into docs/screenshots/."""
+"""`python -m tests.ui.screenshots`: the main views at phone and 800x480 sizes, into docs/screenshots/.
+
+Each view in English as its own PNG, and one contact sheet per size with the main views in every language
+(`languages-<size>.png`: a row per language).
+"""
 
 # A real node (PulseAudio's null sink for the volume, a local ICY stream for the radio, the fake
 # station directory) is set up as a person would use it, then Debian's Chromium photographs each view.
@@ -7,20 +11,24 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import io
 import os
 import tempfile
 from pathlib import Path
 
-from PIL import Image
+from PIL import Image, ImageDraw, ImageFont
 from playwright.async_api import Browser, Page, expect
 
 from harness.icy_server import IcyServer, make_mp3
 from harness.pulse import running_pulse
 from harness.ui import CLASSIC_ID, JAZZ_ID, KIOSK, PHONE, ROCK_ID, UiNode, chromium, ui_node
-from tests.helpers import Probe, probe
+from node.subsystems.ui import LANGUAGES
+from tests.helpers import Got, Probe, probe
 
 OUT = Path(__file__).resolve().parents[2] / "docs" / "screenshots"
 SIZES = {"phone": PHONE, "800x480": KIOSK}
+SHEET_VIEWS = ["playing", "radio", "equalizer", "settings", "info"]
+SHEET_SCALE = {"phone": 0.5, "800x480": 0.4}  # a sheet stays readable without being megabytes
 
 
 async def prepare(node: UiNode, p: Probe) -> None:
@@ -46,15 +54,56 @@ async def prepare(node: UiNode, p: Probe) -> None:
     await p.wait_for(f"{base}/volume", lambda g: g.json()["percent"] == 35)
 
 
+async def speak(p: Probe, base: str, lang: str) -> None:
+    """Every screen of the node in `lang`, as the settings' language buttons do it: through `ui/set`."""
+
+    def said(g: Got) -> bool:
+        return bool(g.json()["language"] == lang)
+
+    mark = p.mark()
+    await p.publish(f"{base}/ui/set", {"language": lang})
+    await p.wait_for(f"{base}/ui", said, after=mark)
+
+
+def save_small(image: Image.Image, path: Path) -> None:
+    # A dark UI has few colours: a 64-colour palette keeps each file small and looks the same.
+    image.convert("RGB").quantize(colors=64, method=Image.Quantize.MEDIANCUT).save(path, optimize=True)
+
+
 async def shoot(page: Page, name: str, out: Path) -> None:
     path = out / f"{name}.png"
     await page.screenshot(path=str(path), animations="disabled", caret="hide")
-    # A dark UI has few colours: a 64-colour palette keeps each file small and looks the same.
     with Image.open(path) as image:
-        image.convert("RGB").quantize(colors=64, method=Image.Quantize.MEDIANCUT).save(path, optimize=True)
+        save_small(image, path)
 
 
-async def views(browser: Browser, node: UiNode, size: str, out: Path) -> None:
+async def sheet(page: Page, node: UiNode, p: Probe, size: str, out: Path) -> None:
+    """The main views in every language, a row each, switched by the node's `ui/set` as a user would."""
+    viewport = SIZES[size]
+    scale = SHEET_SCALE[size]
+    w, h = round(viewport["width"] * scale), round(viewport["height"] * scale)
+    label = 28
+    board = Image.new("RGB", (label + w * len(SHEET_VIEWS), h * len(LANGUAGES)), "#000000")
+    for row, lang in enumerate(LANGUAGES):
+        await speak(p, node.base, lang)
+        await expect(page.locator("html")).to_have_attribute("lang", lang)
+        for col, view in enumerate(SHEET_VIEWS):
+            await page.locator(f"[data-view={view}]").click()
+            await expect(page.locator(f"#view-{view}")).to_be_visible()
+            shot = await page.screenshot(animations="disabled", caret="hide")
+            with Image.open(io.BytesIO(shot)) as image:
+                board.paste(
+                    image.convert("RGB").resize((w, h), Image.Resampling.LANCZOS), (label + col * w, row * h)
+                )
+        ImageDraw.Draw(board).text(
+            (5, row * h + 8), lang, fill="#e9edf1", font=ImageFont.load_default(size=16)
+        )
+    save_small(board, out / f"languages-{size}.png")
+    await p.publish(f"{node.base}/ui/set", {"language": "en"})
+    await expect(page.locator("html")).to_have_attribute("lang", "en")
+
+
+async def views(browser: Browser, node: UiNode, p: Probe, size: str, out: Path) -> None:
     kiosk = size == "800x480"
     context = await browser.new_context(viewport=SIZES[size])  # type: ignore[arg-type]
     page = await context.new_page()
@@ -87,6 +136,7 @@ async def views(browser: Browser, node: UiNode, size: str, out: Path) -> None:
     await page.locator("[data-view=info]").click()
     await expect(page.locator("[data-subsystem=radio] .badge")).to_have_text("running")
     await shoot(page, f"info-{size}", out)
+    await sheet(page, node, p, size, out)
     await context.close()
 
 
@@ -110,7 +160,7 @@ async def run(out: Path) -> None:
             ):
                 await prepare(node, p)
                 for size in SIZES:
-                    await views(browser, node, size, out)
+                    await views(browser, node, p, size, out)
                 # Stopped before the stream server goes, so neither side sees the other vanish.
                 await p.publish(f"{node.base}/source/radio/set", "stop")
                 await p.wait_for(f"{node.base}/source/radio", lambda g: g.json()["state"] == "idle")
