@@ -68,6 +68,10 @@ def connected(*cids: str) -> Callable[[Got], bool]:
     return lambda g: all(has(cid, connected=True)(g) for cid in cids)
 
 
+def preset_is(name: str) -> Callable[[Got], bool]:
+    return lambda g: bool(g.json()["settings"]["preset"] == name)
+
+
 def settled(*cids: str) -> Callable[[Got], bool]:
     """The server restarted with the latest settings, and every one of `cids` is back on it."""
     return lambda g: g.json()["server"] == "running" and not g.json()["applying"] and connected(*cids)(g)
@@ -314,9 +318,7 @@ async def test_settings_changed_in_quick_succession_restart_the_server_once_and_
             for _ in range(3):
                 for preset in ("quality", "balanced", "quality", "low_latency"):
                     mark = await send(p, f"{topic}/set", preset)
-                    got = await p.wait_for(
-                        topic, lambda g, want=preset: g.json()["settings"]["preset"] == want, after=mark
-                    )
+                    got = await p.wait_for(topic, preset_is(preset), after=mark)
                     assert got.json()["applying"]
                 conf = (r.node.config.data_dir / "snapserver" / "snapserver.conf").read_text()
                 assert "buffer = 300" in conf and "codec = pcm" in conf
@@ -518,7 +520,7 @@ async def test_under_systemd_the_node_renders_the_files_and_drives_the_units(
     systemctl.write_text(FAKE_SYSTEMCTL)
     systemctl.chmod(0o755)
     calls = tmp_path / "bin" / "calls"
-    section = {
+    section: dict[str, Any] = {
         "manage": "systemd",
         "systemctl": str(systemctl),
         "client_player": "alsa",
