@@ -57,6 +57,7 @@ class Milo:
     r: Running
     p: Probe
     red: NodeRed
+    tag: str = ""  # the deployed flow's ping topic
 
     @property
     def base(self) -> str:
@@ -65,17 +66,22 @@ class Milo:
     async def load(self, name: str) -> list[dict[str, Any]]:
         """Deploy one example flow, pointed at this node's broker; return once it is subscribed."""
         nodes = pointed_at(flow(name), self.r.port)
+        self.tag = token()
+        await self.red.deploy(with_ping(nodes, self.tag))
+        await self.p.subscribe(f"{self.tag}/pong")
+        await self.ping()
+        return nodes
+
+    async def ping(self) -> None:
+        """A round trip through the flow's broker connection: what Node-RED got before, it has handled."""
         mark = self.p.mark()
-        tag = token()
-        await self.red.deploy(with_ping(nodes, tag))
-        await self.p.subscribe(f"{tag}/pong")
         # Until Node-RED's connection is up, a ping is lost: ask again, each time waiting a little.
         for _ in range(int(FLOW_TIMEOUT / 0.5)):
-            await self.p.publish(f"{tag}/ping", "ping")
+            await self.p.publish(f"{self.tag}/ping", "ping")
             with contextlib.suppress(AssertionError):
-                await self.p.wait_for(f"{tag}/pong", after=mark, timeout=0.5)
-                return nodes
-        raise AssertionError(f"Node-RED never answered on {tag}/pong:\n{self.red.tail()}")
+                await self.p.wait_for(f"{self.tag}/pong", after=mark, timeout=0.5)
+                return
+        raise AssertionError(f"Node-RED never answered on {self.tag}/pong:\n{self.red.tail()}")
 
     async def play_radio(self, station_id: str = JAZZ) -> None:
         mark = self.p.mark()
@@ -199,7 +205,10 @@ async def test_the_slider_shows_the_volume_and_sets_it(m: Milo) -> None:
         shown = int(await thumb.get_attribute("aria-valuenow") or -1)
         assert shown > 30, shown
         await m.p.wait_for(f"{m.base}/volume", where(percent=shown), after=mark, timeout=FLOW_TIMEOUT)
-        assert got.text.isdigit(), got.text
+        assert got.text == str(shown), got.text
+        # The state the node echoed went back to the slider and no further: one command, no loop.
+        await m.ping()
+        assert [g.text for g in m.p.on(f"{m.base}/volume/set", mark)] == [str(shown)]
 
 
 # (c) pause at 23:00 ------------------------------------------------------------------------------
