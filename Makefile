@@ -29,6 +29,8 @@ test: deps $(STAMP) lint
 	$(BIN)/milo schemas --check
 	@# Home Assistant's own discovery schemas check ours: its venv, built once (about 5 min) and cached.
 	@scripts/ha-venv.sh >/dev/null
+	@# The Node-RED the example flows are tested in: npm ci from examples/node-red's lock, cached.
+	@scripts/node-red.sh >/dev/null
 	$(BIN)/pytest
 
 schemas: $(STAMP)
@@ -44,4 +46,4 @@ bench: deps $(STAMP)
 	$(BIN)/python -m bench.multiroom
 
 clean:
-	rm -rf $(VENV) .venv-ha .mypy_cache .ruff_cache .pytest_cache
+	rm -rf $(VENV) .venv-ha .cache/node-red .mypy_cache .ruff_cache .pytest_cache

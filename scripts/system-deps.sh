@@ -34,6 +34,9 @@ missing=()
 for p in "${packages[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
 done
+# tests/examples: npm installs the Node-RED the flows run in. NodeSource's nodejs carries npm; Debian's
+# nodejs (18, which Node-RED 4.1 also runs on) has it as a package of its own.
+command -v npm >/dev/null 2>&1 || missing+=(npm)
 [ ${#missing[@]} -eq 0 ] && exit 0
 
 echo "system-deps: installing ${missing[*]}" >&2
