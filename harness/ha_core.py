@@ -27,7 +27,7 @@ from harness.ha_venv import ha_python
 from harness.net import free_port
 
 VERSION = "2025.4.4"
-START_TIMEOUT = 45.0
+START_TIMEOUT = 90.0  # 3 to 10 s on an idle machine; much longer on a loaded one
 POLL_S = 0.1  # between two looks at the REST API, which announces nothing
 
 CONFIGURATION = """\

@@ -155,12 +155,14 @@ async def test_every_payload_is_what_home_assistant_accepts_and_its_commands_wor
         assert entities["cover"]["state"] == f"http://127.0.0.1:{r.node.http_port}/favicon.svg"
 
         # What Home Assistant would publish for a service call, published: the node does it.
-        async def press(key: str, option: str, topic: str, check: Any, via: str = "command_topic") -> None:
+        async def press(
+            key: str, option: str, topic: str, check: Any, *, via: str = "command_topic", timeout: float = 5.0
+        ) -> None:
             mark = p.mark()
             command = entities[key]["commands"][option]
             target = components(got)[key][via]
             await p.publish(target, command)
-            await p.wait_for(f"{r.base}/{topic}", lambda g: check(g.json()), after=mark)
+            await p.wait_for(f"{r.base}/{topic}", lambda g: check(g.json()), after=mark, timeout=timeout)
 
         await press("volume", "0.0", "volume", lambda s: s["percent"] == 0)
         await press("mute", "ON", "volume", lambda s: s["muted"] is True)
@@ -178,7 +180,7 @@ async def test_every_payload_is_what_home_assistant_accepts_and_its_commands_wor
             "brightness 50%",
             "screen",
             lambda s: s["on"] and s["brightness"] == 50,
-            "brightness_command_topic",
+            via="brightness_command_topic",
         )
         await press("screen_timeout", "0.0", "screen", lambda s: s["timeout_s"] == 0)
         await press(
@@ -197,16 +199,28 @@ async def test_every_payload_is_what_home_assistant_accepts_and_its_commands_wor
         assert words == {"pairable": BluetoothConfig().pairable_window_s}
         assert entities["bluetooth_pairable"]["commands"]["ON"] == "pairable"
         assert entities["bluetooth_disconnect"]["commands"]["PRESS"] == "disconnect"
-        await press("update_check", "PRESS", "update", lambda s: s["checked_at"] is not None)
+        # A check runs apt-cache and every program's --version: seconds on a busy machine.
+        await press("update_check", "PRESS", "update", lambda s: s["checked_at"] is not None, timeout=30)
         # The tests' install step cannot run: the job fails, and Home Assistant is told why.
         await press(
-            "update_snapserver", "INSTALL", "update", lambda s: s["job"] and s["job"]["result"] == "failed"
+            "update_snapserver",
+            "INSTALL",
+            "update",
+            lambda s: s["job"] and s["job"]["result"] == "failed",
+            timeout=30,
         )
-        await p.wait_for(f"{r.base}/update", lambda g: g.json()["status"] == "idle")
+        await p.wait_for(f"{r.base}/update", lambda g: g.json()["status"] == "idle", timeout=30)
         after = ha_check({config_topic(r): state(r)[config_topic(r)]}, state(r))
         assert after["problems"] == []
         update = json.loads(after["entities"]["update_snapserver"]["state"])
         assert update["in_progress"] is False and update["release_summary"].startswith("failed: ")
+        # A newer version known (what a reachable archive says): the latest, not the installed one.
+        retained = state(r)
+        newer = json.loads(retained[f"{r.base}/update"])
+        newer["programs"]["snapserver"].update(installed="0.26.0", available="0.27.0", update=True)
+        retained[f"{r.base}/update"] = json.dumps(newer).encode()
+        rendered = ha_check({config_topic(r): retained[config_topic(r)]}, retained)["entities"]
+        assert json.loads(rendered["update_snapserver"]["state"])["latest_version"] == "0.27.0"
         await press("knob_enabled", "OFF", "knob/config", lambda s: s["enabled"] is False)
         gone = await p.wait_for(
             config_topic(r), where_live("knob_enabled", absent=("knob_step", "knob_button"))

@@ -8,6 +8,7 @@ from typing import Any
 
 import pytest
 
+from harness.fake_apt import FakeApt
 from harness.ha_core import home_assistant
 from harness.ha_venv import ROOT
 from harness.pulse import Pulse
@@ -22,7 +23,7 @@ pytestmark = [
         not (VENV / ".milo-ha-installed").exists(),
         reason=f"no Home Assistant venv at {VENV}: scripts/ha-venv.sh builds it (make test does)",
     ),
-    pytest.mark.timeout(120),
+    pytest.mark.timeout(240),
 ]
 INSTALL = 1  # UpdateEntityFeature.INSTALL
 NODE = ("info", "routing", "volume", "radio", "player", "screen", "update", "homeassistant")
@@ -39,15 +40,30 @@ async def test_home_assistant_shows_the_entities_and_its_service_calls_reach_the
     run_node: NodeFactory, pulse: Pulse, tmp_path: Path
 ) -> None:
     node = tuple(c for c in registry.ALL if c.name in NODE)
-    async with run_node(subsystems=node, sections=sections(tmp_path)) as r, probe(r.port) as p:
+    # A newer snapserver in the (fake) package archive; the tests' install step cannot run, so an
+    # install fails, and says so.
+    apt = FakeApt(tmp_path / "apt", {"snapserver": {"installed": "0.26.0", "candidate": "0.27.0"}})
+    config = sections(tmp_path)
+    config["update"] = {
+        **config["update"],
+        "apt_cache": apt.apt_cache,
+        "apt_get": apt.apt_get,
+        "first_check_s": 0,
+        "check_every_h": 0,
+    }
+    async with run_node(subsystems=node, sections=config) as r, probe(r.port) as p:
         await p.subscribe(f"{r.base}/#")
         await p.subscribe("homeassistant/#")
-        await announced(p, r, "volume", "source", "play", "screen", "update_milo")
+        await announced(p, r, "volume", "source", "play", "screen", "update_milo", "update_snapserver")
         # Named from the device ("Milo <id>") and the entity: what `default_entity_id` says for later
         # releases, which 2025.4 does not read yet.
         prefix = f"milo_{r.node.config.node_id}"
         volume, source, play = f"number.{prefix}_volume", f"select.{prefix}_source", f"button.{prefix}_play"
-        screen, milo = f"light.{prefix}_screen", f"update.{prefix}_milo"
+        screen, milo, snapserver = (
+            f"light.{prefix}_screen",
+            f"update.{prefix}_milo",
+            f"update.{prefix}_snapserver",
+        )
 
         async with home_assistant(tmp_path / "ha", broker_port=r.port) as core:
             # It subscribed to the discovery prefix, found the retained device config, and read the
@@ -101,6 +117,36 @@ async def test_home_assistant_shows_the_entities_and_its_service_calls_reach_the
             await core.until(
                 lambda s: s[screen]["state"] == "on" and s[screen]["attributes"].get("brightness") == 102,
                 what="the screen on at 40 % (102 of 255) in Home Assistant",
+            )
+
+            # An update: on while the archive has a newer version; Install reaches update/set.
+            states = await core.until(
+                lambda s: s.get(snapserver, {}).get("state") == "on" and s,
+                timeout=60,  # the first check runs apt-cache and every program's --version
+                what=f"{snapserver} on (0.27.0 newer than 0.26.0)",
+            )
+            assert states[snapserver]["attributes"]["installed_version"] == "0.26.0"
+            assert states[snapserver]["attributes"]["latest_version"] == "0.27.0"
+            assert states[snapserver]["attributes"]["supported_features"] & INSTALL
+            mark = p.mark()
+            status, answer = await core.call(
+                "POST", "/api/services/update/install", {"entity_id": snapserver}
+            )
+            assert status == 200, answer
+            command = await p.wait_for(f"{r.base}/update/set", after=mark)
+            assert command.json() == {"install": "snapserver"}
+            await p.wait_for(
+                f"{r.base}/update",
+                lambda g: (g.json().get("job") or {}).get("result") == "failed",
+                after=mark,
+                timeout=30,
+            )
+            await core.until(
+                lambda s: (
+                    str(s[snapserver]["attributes"].get("release_summary")).startswith("failed: ")
+                    and not s[snapserver]["attributes"]["in_progress"]
+                ),
+                what="the failed install's detail in Home Assistant",
             )
 
             assert core.problems() == []

@@ -857,15 +857,15 @@ def _update_template(program: str) -> str:
     version (offline) stays unknown, never "up to date".
     """
     name = _literal(program)
-    # A Jinja template (its `set ... in` reads as SQL to the linter).
     return (
-        f"{{% set p = value_json.programs[{name}] if value_json.programs is defined "  # noqa: S608
+        f"{{% set p = value_json.programs[{name}] if value_json.programs is defined "
         f"and {name} in value_json.programs else none %}}"
         "{% set job = value_json.job if value_json.job is defined else none %}"
         f"{{% set mine = job is not none and job.program == {name} %}}"
         f"{{% set d = {{'title': {name}, 'in_progress': mine and job.result == 'running'}} %}}"
         "{% if p and p.installed %}{% set d = dict(d, installed_version=p.installed) %}{% endif %}"
-        "{% set latest = (p.available if p.update else (p.installed if p.available else none))"
+        # p['update'], not p.update: that is the dict's method, which the sandbox hides.
+        "{% set latest = (p.available if p['update'] else (p.installed if p.available else none))"
         " if p else none %}"
         "{% if latest %}{% set d = dict(d, latest_version=latest) %}{% endif %}"
         "{% if mine and job.result in ('rolled_back', 'failed') %}"
