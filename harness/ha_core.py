@@ -18,10 +18,12 @@ import secrets
 import time
 import urllib.error
 import urllib.request
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
+
+import websockets
 
 from harness.ha_venv import ha_python
 from harness.net import free_port
@@ -166,23 +168,45 @@ class Core:
         return {state["entity_id"]: state for state in found}
 
     async def until(
-        self, condition: Callable[[dict[str, dict[str, Any]]], Any], timeout: float = 20.0, what: str = ""
+        self,
+        condition: Callable[[Any], Any],
+        timeout: float = 20.0,
+        what: str = "",
+        read: Callable[[], Awaitable[Any]] | None = None,
     ) -> Any:
-        """Poll the states until `condition(states)` holds; its value."""
+        """Poll `read()` (the states by default) until `condition` holds of what it read; its value."""
+        read = read or self.states
         deadline = time.monotonic() + timeout
         while True:
-            states = await self.states()
-            if result := condition(states):
+            found = await read()
+            if result := condition(found):
                 return result
             if time.monotonic() > deadline:
+                states = await self.states()
                 mine = {k: v["state"] for k, v in states.items() if "milo" in k}
                 raise AssertionError(f"Home Assistant: not within {timeout} s: {what}; states: {mine}")
             await asyncio.sleep(POLL_S)
 
+    async def entity_registry(self) -> list[dict[str, Any]]:
+        """Every entity Home Assistant registered (its websocket API: REST has no unique ids)."""
+        async with websockets.connect(f"ws{self.url.removeprefix('http')}/api/websocket") as ws:
+            assert json.loads(await ws.recv())["type"] == "auth_required"
+            await ws.send(json.dumps({"type": "auth", "access_token": self.token}))
+            assert json.loads(await ws.recv())["type"] == "auth_ok"
+            await ws.send(json.dumps({"id": 1, "type": "config/entity_registry/list"}))
+            answer = json.loads(await ws.recv())
+            assert answer["success"], answer
+            entries: list[dict[str, Any]] = answer["result"]
+            return entries
+
     def problems(self) -> list[str]:
-        """The errors Home Assistant logged about MQTT entities (a payload it refused, a template)."""
+        """What Home Assistant logged about MQTT at warning or above (a payload refused, a template)."""
         text = self.log.read_text(errors="replace") if self.log.exists() else ""
-        return [line for line in text.splitlines() if " ERROR " in line and "mqtt" in line.lower()]
+        return [
+            line
+            for line in text.splitlines()
+            if (" ERROR " in line or " WARNING " in line) and "mqtt" in line.lower()
+        ]
 
 
 @contextlib.asynccontextmanager
