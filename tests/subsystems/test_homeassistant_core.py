@@ -81,8 +81,8 @@ async def test_home_assistant_shows_the_entities_and_its_service_calls_reach_the
             assert "radio" in states[source]["attributes"]["options"]
             assert play in states
             # Every entity the node announced is one Home Assistant made, available but Bluetooth's.
-            config = p.on(config_topic(r))[-1]
-            wanted = {c["unique_id"] for c in components(config).values() if len(c) > 1}
+            device = p.on(config_topic(r))[-1]
+            wanted = {c["unique_id"] for c in components(device).values() if len(c) > 1}
             made = await core.until(
                 lambda entries: (
                     {e["unique_id"]: e["entity_id"] for e in entries if e["platform"] == "mqtt"}
