@@ -53,10 +53,12 @@ def _available(key: str, config: dict[str, Any], retained: dict[str, str], probl
 def _check_state(
     cv: Any, key: str, config: dict[str, Any], *, platform: str, retained: dict[str, str], problems: list[str]
 ) -> dict[str, Any]:
-    found: dict[str, Any] = {"platform": platform, "commands": {}}
+    found: dict[str, Any] = {"platform": platform}
     available = found["available"] = _available(key, config, retained, problems)
     state_topic = config.get("state_topic") or config.get("url_topic")
-    template = config.get("value_template") or config.get("url_template")
+    template = (
+        config.get("value_template") or config.get("url_template") or config.get("state_value_template")
+    )
     state: str | None = None
     if state_topic and template is not None:
         try:
@@ -66,22 +68,58 @@ def _check_state(
     found["state"] = state
     if state is not None and available:
         _check_value(key, platform, config, state, problems)
+    if platform == "light" and config.get("brightness_value_template") is not None:
+        found["brightness"] = _check_brightness(cv, key, config, retained, problems, available=available)
     attributes = config.get("json_attributes_template")
     if attributes is not None and config.get("json_attributes_topic") in retained:
         rendered = _render(cv, attributes.template, retained[config["json_attributes_topic"]])
         if not isinstance(json.loads(rendered), dict):
             problems.append(f"{key}: attributes rendered {rendered!r}, not an object")
+    found["commands"] = _commands(cv, platform, config)
+    return found
+
+
+def _check_brightness(
+    cv: Any,
+    key: str,
+    config: dict[str, Any],
+    retained: dict[str, str],
+    problems: list[str],
+    *,
+    available: bool,
+) -> str | None:
+    try:
+        value = _render(
+            cv, config["brightness_value_template"].template, retained.get(config["brightness_state_topic"])
+        )
+    except Exception as exc:
+        problems.append(f"{key}: brightness: {exc}")
+        return None
+    if available and not 0 <= float(value) <= config["brightness_scale"]:
+        problems.append(f"{key}: brightness {value} is outside 0..{config['brightness_scale']}")
+    return value
+
+
+def _commands(cv: Any, platform: str, config: dict[str, Any]) -> dict[str, str]:
+    """What a service call on the entity publishes on its command topic, by what it asks for."""
     command = config.get("command_template")
     raw = command.template if command is not None else None
     if platform == "select":
-        found["commands"] = {option: _command(cv, raw, option) for option in config["options"]}
-    elif platform == "number":
-        found["commands"] = {str(v): _command(cv, raw, v) for v in (config["min"], config["max"])}
-    elif platform == "switch":
-        found["commands"] = {"ON": config["payload_on"], "OFF": config["payload_off"]}
-    elif platform == "button":
-        found["commands"] = {"PRESS": config["payload_press"]}
-    return found
+        return {option: _command(cv, raw, option) for option in config["options"]}
+    if platform == "number":
+        return {str(v): _command(cv, raw, v) for v in (config["min"], config["max"])}
+    if platform in ("switch", "light"):
+        found = {"ON": config["payload_on"], "OFF": config["payload_off"]}
+        brightness = config.get("brightness_command_template")
+        if brightness is not None:
+            # What a turn_on with brightness 50 % publishes on brightness_command_topic.
+            found["brightness 50%"] = _command(cv, brightness.template, 50)
+        return found
+    if platform == "button":
+        return {"PRESS": config["payload_press"]}
+    if platform == "update" and config.get("command_topic"):
+        return {"INSTALL": config["payload_install"]}
+    return {}
 
 
 def _check_value(key: str, platform: str, config: dict[str, Any], state: str, problems: list[str]) -> None:
@@ -101,10 +139,31 @@ def _check_value(key: str, platform: str, config: dict[str, Any], state: str, pr
             problems.append(f"{key}: state {state!r} is not one of {config['options']}")
         if config.get("unit_of_measurement") and not none:
             float(state)
+    elif platform in ("binary_sensor", "light") and state not in (
+        config["payload_on"],
+        config["payload_off"],
+    ):
+        problems.append(f"{key}: state {state!r} is neither payload_on nor payload_off")
+    elif platform == "update":
+        _check_update(key, state, problems)
     elif platform == "image":
         import homeassistant.helpers.config_validation as cv  # noqa: PLC0415
 
         cv.url(state)
+
+
+def _check_update(key: str, state: str, problems: list[str]) -> None:
+    """An update entity's state: the JSON object its own schema takes (a null version is refused)."""
+    from homeassistant.components.mqtt.update import MQTT_JSON_UPDATE_SCHEMA  # noqa: PLC0415
+
+    parsed = json.loads(state)
+    if not isinstance(parsed, dict):
+        problems.append(f"{key}: state {state!r} is not a JSON object")
+        return
+    try:
+        MQTT_JSON_UPDATE_SCHEMA(parsed)
+    except Exception as exc:
+        problems.append(f"{key}: state {state!r}: {exc}")
 
 
 def check(configs: dict[str, str | None], retained: dict[str, str]) -> dict[str, Any]:

@@ -8,8 +8,10 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 HA_VERSION="${HA_VERSION:-2025.4.4}"
-# paho-mqtt is what its MQTT integration's manifest requires (installed by Home Assistant at run time otherwise).
-HA_EXTRA="paho-mqtt==2.1.0"
+# paho-mqtt is what its MQTT integration's manifest requires (installed by Home Assistant at run time
+# otherwise); home-assistant-frontend (its version from the constraints) is what the real core the tests
+# start needs: without it that core starts in recovery mode, with no MQTT.
+HA_EXTRA="paho-mqtt==2.1.0 home-assistant-frontend"
 PY313="${HA_PYTHON:-}"
 if [[ -z "$PY313" ]]; then
     for candidate in /root/.pyenv/versions/3.13.0/bin/python3 "$(command -v python3.13 || true)"; do

@@ -93,13 +93,14 @@ class MultiroomClientView(BaseModel):
     model_config = ConfigDict(extra="ignore")
 
     id: str = Field(min_length=1, max_length=100, pattern=r"^[^/#+]+$")
+    name: str = ""
     volume: int = Field(ge=0, le=100)
     muted: bool = False
     connected: bool = True
 
 
 class MultiroomView(BaseModel):
-    """`<base>/multiroom` as the volume reads it."""
+    """`<base>/multiroom` as the volume and Home Assistant read it."""
 
     model_config = ConfigDict(extra="ignore")
 
@@ -236,3 +237,19 @@ class UiView(BaseModel):
 
     language: str = ""
     languages: list[str] = Field(default_factory=list)
+
+
+class ProgramView(BaseModel):
+    """One program of `<base>/update`: whether the node can install a newer version of it."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    installable: bool = True
+
+
+class UpdateView(BaseModel):
+    """`<base>/update`: the programs the update subsystem follows."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    programs: dict[str, ProgramView] = Field(default_factory=dict)

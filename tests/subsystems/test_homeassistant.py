@@ -4,16 +4,21 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
 
 from harness.ha_venv import ha_check
 from harness.pulse import Pulse
-from node import registry
+from node import __version__, registry
+from node.sources.bluetooth import Bluetooth
+from node.sources.bluetooth.models import BluetoothConfig
+from node.sources.spotify import Spotify
 from node.subsystems.homeassistant import HomeAssistant
 from node.subsystems.homeassistant.entities import FEATURES
 from node.subsystems.info import Info
+from node.subsystems.screen import Screen
 from node.subsystems.volume import Volume
 from tests.conftest import NodeFactory, Running
 from tests.contract.test_every_subsystem import environment
@@ -81,7 +86,26 @@ ENTITIES = (
     "language",
     "source_radio_state",
     "status_volume",
+    "knob_enabled",
+    "knob_button",
+    "knob_step",
+    "screen_enabled",
+    "screen",
+    "screen_timeout",
+    "multiroom_server",
+    "multiroom_preset",
+    "source_spotify_state",
+    "spotify_user",
+    "spotify_shuffle",
+    "spotify_repeat",
+    "airplay_sender",
+    "roc_sender",
+    "update_check",
+    "update_snapserver",
+    "update_milo",
 )
+# Announced, and unavailable: the tests' Bluetooth has no D-Bus to reach.
+UNAVAILABLE = ("bluetooth_device", "bluetooth_pairable", "bluetooth_disconnect")
 
 
 @HA_TIMEOUT
@@ -90,7 +114,7 @@ async def test_every_payload_is_what_home_assistant_accepts_and_its_commands_wor
 ) -> None:
     async with run_node(subsystems=registry.ALL, sections=sections(tmp_path)) as r, probe(r.port) as p:
         await p.subscribe(f"{r.base}/#", "homeassistant/#")
-        got = await announced(p, r, *ENTITIES)
+        got = await announced(p, r, *ENTITIES, *UNAVAILABLE)
         body = got.json()
         assert body["device"]["identifiers"] == [f"milo_{r.node.config.node_id}"]
         assert body["device"]["configuration_url"] == f"http://127.0.0.1:{r.node.http_port}/"
@@ -115,18 +139,30 @@ async def test_every_payload_is_what_home_assistant_accepts_and_its_commands_wor
         assert result["problems"] == []
         entities = result["entities"]
         assert set(ENTITIES) <= set(entities)
-        assert all(entities[key]["available"] for key in ENTITIES), entities
+        assert [key for key in ENTITIES if not entities[key]["available"]] == [], retained.get(
+            f"{r.base}/update"
+        )
+        assert not any(entities[key]["available"] for key in UNAVAILABLE), entities
         assert entities["playback"]["state"] == "idle"
+        assert entities["source_bluetooth_state"]["state"] == "unavailable"
+        assert entities["screen"]["state"] in ("on", "off") and entities["knob_enabled"]["state"] == "ON"
+        assert entities["multiroom_server"]["state"] == "running"
+        # milo itself is reported, never installed from here (no install command).
+        assert json.loads(entities["update_milo"]["state"])["installed_version"] == __version__
+        assert entities["update_milo"]["commands"] == {}
+        assert entities["update_snapserver"]["commands"] == {"INSTALL": '{"install": "snapserver"}'}
         assert entities["source"]["state"] == "Off"
         assert entities["cover"]["state"] == f"http://127.0.0.1:{r.node.http_port}/favicon.svg"
 
         # What Home Assistant would publish for a service call, published: the node does it.
-        async def press(key: str, option: str, topic: str, check: Any) -> None:
+        async def press(
+            key: str, option: str, topic: str, check: Any, *, via: str = "command_topic", timeout: float = 5.0
+        ) -> None:
             mark = p.mark()
             command = entities[key]["commands"][option]
-            target = components(got)[key]["command_topic"]
+            target = components(got)[key][via]
             await p.publish(target, command)
-            await p.wait_for(f"{r.base}/{topic}", lambda g: check(g.json()), after=mark)
+            await p.wait_for(f"{r.base}/{topic}", lambda g: check(g.json()), after=mark, timeout=timeout)
 
         await press("volume", "0.0", "volume", lambda s: s["percent"] == 0)
         await press("mute", "ON", "volume", lambda s: s["muted"] is True)
@@ -137,6 +173,78 @@ async def test_every_payload_is_what_home_assistant_accepts_and_its_commands_wor
         await press("language", "fr", "ui", lambda s: s["language"] == "fr")
         await press("source", "radio", "source", lambda s: s["active"] == "radio")
         await press("source", "Off", "source", lambda s: s["active"] == "none")
+        await press("knob_step", "1.0", "knob/config", lambda s: s["step"] == 1)
+        await press("screen", "OFF", "screen", lambda s: s["on"] is False)
+        await press(
+            "screen",
+            "brightness 50%",
+            "screen",
+            lambda s: s["on"] and s["brightness"] == 50,
+            via="brightness_command_topic",
+        )
+        await press("screen_timeout", "0.0", "screen", lambda s: s["timeout_s"] == 0)
+        await press(
+            "multiroom_preset", "quality", "multiroom", lambda s: s["settings"]["preset"] == "quality"
+        )
+        # Spotify takes these only in a session, Bluetooth only with BlueZ: what they would be sent is
+        # what their own command models take.
+        for key, option in (
+            ("spotify_repeat", "track"),
+            ("spotify_shuffle", "ON"),
+            ("spotify_shuffle", "OFF"),
+        ):
+            Spotify.Command.validate_json(entities[key]["commands"][option])
+        Bluetooth.Command.validate_json(entities["bluetooth_pairable"]["commands"]["OFF"])
+        words = Bluetooth.parse_source_text(SimpleNamespace(config=BluetoothConfig()), "pairable")  # type: ignore[arg-type]
+        assert words == {"pairable": BluetoothConfig().pairable_window_s}
+        assert entities["bluetooth_pairable"]["commands"]["ON"] == "pairable"
+        assert entities["bluetooth_disconnect"]["commands"]["PRESS"] == "disconnect"
+        # A check runs apt-cache and every program's --version: seconds on a busy machine.
+        await press("update_check", "PRESS", "update", lambda s: s["checked_at"] is not None, timeout=30)
+        # The tests' install step cannot run: the job fails, and Home Assistant is told why.
+        await press(
+            "update_snapserver",
+            "INSTALL",
+            "update",
+            lambda s: s["job"] and s["job"]["result"] == "failed",
+            timeout=30,
+        )
+        await p.wait_for(f"{r.base}/update", lambda g: g.json()["status"] == "idle", timeout=30)
+        after = ha_check({config_topic(r): state(r)[config_topic(r)]}, state(r))
+        assert after["problems"] == []
+        update = json.loads(after["entities"]["update_snapserver"]["state"])
+        assert update["in_progress"] is False and update["release_summary"].startswith("failed: ")
+        # A newer version known (what a reachable archive says): the latest, not the installed one.
+        retained = state(r)
+        newer = json.loads(retained[f"{r.base}/update"])
+        newer["programs"]["snapserver"].update(installed="0.26.0", available="0.27.0", update=True)
+        retained[f"{r.base}/update"] = json.dumps(newer).encode()
+        rendered = ha_check({config_topic(r): retained[config_topic(r)]}, retained)["entities"]
+        assert json.loads(rendered["update_snapserver"]["state"])["latest_version"] == "0.27.0"
+        await press("knob_enabled", "OFF", "knob/config", lambda s: s["enabled"] is False)
+        gone = await p.wait_for(
+            config_topic(r), where_live("knob_enabled", absent=("knob_step", "knob_button"))
+        )
+        assert components(gone)["knob_step"] == {"platform": "number"}
+        await press("knob_enabled", "ON", "knob/config", lambda s: s["enabled"] is True)
+        await p.wait_for(config_topic(r), where_live("knob_enabled", "knob_step", "knob_button"))
+
+        # In multiroom mode the node's own snapclient joins: a volume and a mute of its own.
+        mark = p.mark()
+        await press("multiroom", "ON", "routing", lambda s: s["multiroom"] is True)
+        got = await p.wait_for(
+            config_topic(r), lambda g: any(k.startswith("client_") for k in live(g)), after=mark, timeout=20
+        )
+        client = next(
+            k[: -len("_volume")] for k in live(got) if k.startswith("client_") and k.endswith("_volume")
+        )
+        await p.wait_for(f"{r.base}/multiroom", lambda g: any(c["connected"] for c in g.json()["clients"]))
+        result = ha_check({config_topic(r): state(r)[config_topic(r)]}, state(r))
+        assert result["problems"] == []
+        entities = result["entities"]
+        assert entities[f"{client}_volume"]["available"] and entities[f"{client}_mute"]["state"] == "OFF"
+        await press(f"{client}_volume", "0.0", "multiroom", lambda s: s["clients"][0]["volume"] == 0)
+        await press(f"{client}_mute", "ON", "multiroom", lambda s: s["clients"][0]["muted"] is True)
 
 
 @HA_TIMEOUT
@@ -308,3 +416,40 @@ async def test_two_nodes_on_one_broker_never_share_an_id(
 def test_every_feature_reads_topics_of_the_node() -> None:
     names = set(registry.names())
     assert set(FEATURES) <= names, set(FEATURES) - names
+
+
+@HA_TIMEOUT
+async def test_the_screen_without_a_backlight_is_unavailable_and_can_be_switched_off_and_on(
+    run_node: NodeFactory, pulse: Pulse, tmp_path: Path
+) -> None:
+    # The screen keeps its state's shape while it does not run (`available: false`): its entities
+    # follow that flag, and its `enabled` switch stays usable, off or on.
+    broken = {**sections(tmp_path), "screen": {"backlight": str(tmp_path / "no-backlight")}}
+    node = (Info, Screen, HomeAssistant)
+    async with run_node(subsystems=node, sections=broken) as r, probe(r.port) as p:
+        await p.subscribe(f"{r.base}/#", "homeassistant/#")
+        await p.wait_for(f"{r.base}/screen", lambda g: g.json().get("available") is False)
+        got = await announced(p, r, "screen", "screen_timeout", "screen_enabled")
+        retained = state(r)
+        result = ha_check({config_topic(r): retained[config_topic(r)]}, retained)
+        assert result["problems"] == []
+        entities = result["entities"]
+        assert not entities["screen"]["available"] and not entities["screen_timeout"]["available"]
+        assert entities["screen_enabled"]["available"] and entities["screen_enabled"]["state"] == "ON"
+
+        mark = p.mark()
+        await p.publish(
+            components(got)["screen_enabled"]["command_topic"], entities["screen_enabled"]["commands"]["OFF"]
+        )
+        off = await p.wait_for(
+            config_topic(r), where_live("screen_enabled", absent=("screen", "screen_timeout")), after=mark
+        )
+        assert components(off)["screen"] == {"platform": "light"}
+        retained = state(r)
+        result = ha_check({config_topic(r): retained[config_topic(r)]}, retained)
+        assert result["problems"] == [] and result["entities"]["screen_enabled"]["state"] == "OFF"
+        mark = p.mark()
+        await p.publish(
+            components(off)["screen_enabled"]["command_topic"], entities["screen_enabled"]["commands"]["ON"]
+        )
+        await announced(p, r, "screen", "screen_timeout", after=mark)

@@ -7,9 +7,10 @@
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Literal, TypeVar
+from typing import Any, Literal, TypeVar, get_args
 
 from pydantic import BaseModel, ValidationError
 
@@ -20,11 +21,13 @@ from node.framework.views import (
     EnabledView,
     EqualizerView,
     InfoView,
+    MultiroomView,
     SourceStatus,
     SourcesView,
     SourceView,
     StationListView,
     UiView,
+    UpdateView,
     VolumeView,
     absent_of,
 )
@@ -32,8 +35,9 @@ from node.framework.views import (
 Component = dict[str, Any]
 ViewT = TypeVar("ViewT", bound=BaseModel)
 # How an entity learns that its subsystem does not run: a `{"status", "reason"}` record on the state
-# topic (every subsystem), or `"state": "unavailable"` (sources).
-Presence = Literal["absent", "source", "none"]
+# topic (most subsystems), `"state": "unavailable"` (sources), or `"available": false` (the knob and
+# the screen, whose state keeps its shape while they do not run).
+Presence = Literal["absent", "source", "flag", "none"]
 PLAYER_STATES = ("idle", "buffering", "playing", "paused", "error")
 SOURCE_STATES: tuple[SourceStatus, ...] = (
     "unavailable",
@@ -44,6 +48,11 @@ SOURCE_STATES: tuple[SourceStatus, ...] = (
     "paused",
     "error",
 )
+MULTIROOM_SERVER = ("starting", "running", "restarting", "unreachable")
+MULTIROOM_PRESETS = ("low_latency", "balanced", "quality")
+SPOTIFY_REPEAT = ("off", "context", "track")
+KNOB_STEP_MAX = 20
+SCREEN_TIMEOUT_MAX = 86_400
 OFF = "Off"  # the source select's label for `none` (Home Assistant reads an option "none" as no state)
 NAME_MAX = 60
 
@@ -103,23 +112,36 @@ class Make:
     def availability(self, path: str, presence: Presence) -> list[dict[str, str]]:
         checks = [{"topic": self.topics.status}]
         if presence == "absent":
-            template = "{{ 'offline' if value_json.status is defined else 'online' }}"
+            # By its values: a state may have a `status` of its own (update: idle, checking...).
+            absent = _literal(list(get_args(AbsentView.model_fields["status"].annotation)))
+            template = f"{{{{ 'offline' if value_json.status in {absent} else 'online' }}}}"
             checks.append({"topic": self.topics.of(path), "value_template": template})
         elif presence == "source":
             template = "{{ 'offline' if value_json.state == 'unavailable' else 'online' }}"
             checks.append({"topic": self.topics.of(path), "value_template": template})
+        elif presence == "flag":
+            template = "{{ 'online' if value_json.available else 'offline' }}"
+            checks.append({"topic": self.topics.of(path), "value_template": template})
         return checks
 
     def entity(
-        self, key: str, platform: str, name: str, path: str, presence: Presence = "absent", **options: Any
+        self,
+        key: str,
+        platform: str,
+        name: str,
+        path: str,
+        presence: Presence = "absent",
+        *,
+        also: tuple[dict[str, str], ...] = (),
+        **options: Any,
     ) -> tuple[str, Component]:
-        """One component: ids, name, availability (the node and the subsystem), then its own options."""
+        """One component: ids, name, availability (the node, the subsystem, `also`), then its options."""
         component: Component = {
             "platform": platform,
             "name": name,
             "unique_id": self.uid(key),
             "default_entity_id": f"{platform}.{self.uid(key)}",
-            "availability": self.availability(path, presence),
+            "availability": [*self.availability(path, presence), *also],
             "availability_mode": "all",
         }
         component.update({k: v for k, v in options.items() if v is not None})
@@ -131,11 +153,16 @@ Builder = Callable[[Seen, Make], list[tuple[str, Component]]]
 
 @dataclass(frozen=True)
 class Feature:
-    """One subsystem as Home Assistant sees it: its state topic, what else it reads, its builder."""
+    """One subsystem as Home Assistant sees it: its state topic, what else it reads, its builder.
+
+    `switchable`: it gets an "enabled" switch (config) on its `<topic>/config`, there while it is
+    switched off too, so it can be switched on again from Home Assistant.
+    """
 
     topic: str
     build: Builder
     reads: tuple[str, ...] = ()
+    switchable: bool = False
 
     def topics(self) -> tuple[str, ...]:
         return (self.topic, f"{self.topic}/config", *self.reads)
@@ -148,6 +175,16 @@ def _on_off(field_name: str) -> str:
 def _literal(value: Any) -> str:
     """A value as a Jinja literal: JSON strings, numbers and objects read the same in both."""
     return json.dumps(value, ensure_ascii=True)
+
+
+def _slug(text: str) -> str:
+    """A name made fit for a component id and an entity id: lower case letters, digits and `_`."""
+    return re.sub(r"[^a-z0-9]+", "_", text.lower()).strip("_") or "_"
+
+
+def _text_or_none(expression: str) -> str:
+    """A sensor state that is `expression` when it has a value, else Home Assistant's "no state"."""
+    return f"{{% set v = ({expression}) %}}{{{{ v[:255] if v else 'None' }}}}"
 
 
 # Builders -----------------------------------------------------------------------------------------
@@ -488,6 +525,390 @@ def source_entities(name: str, seen: Seen, make: Make) -> list[tuple[str, Compon
     ]
 
 
+def enabled_entity(feature: Feature, make: Make) -> tuple[str, Component]:
+    """The switch of a `switchable` subsystem: its config's `enabled`, there while it is off too."""
+    name = feature.topic.split("/")[-1]
+    return make.entity(
+        f"{name}_enabled",
+        "switch",
+        f"{name.capitalize()} enabled",
+        feature.topic,
+        "none",  # its state topic says `disabled` while it is off: only the node's status counts
+        state_topic=make.topics.of(f"{feature.topic}/config"),
+        command_topic=make.topics.of(f"{feature.topic}/config/set"),
+        value_template=_on_off("enabled"),
+        payload_on=json.dumps({"enabled": True}),
+        payload_off=json.dumps({"enabled": False}),
+        state_on="ON",
+        state_off="OFF",
+        entity_category="config",
+        icon="mdi:power",
+    )
+
+
+def knob_entities(seen: Seen, make: Make) -> list[tuple[str, Component]]:
+    t = make.topics
+    return [
+        make.entity(
+            "knob_button",
+            "binary_sensor",
+            "Knob button",
+            "knob",
+            "flag",
+            state_topic=t.of("knob"),
+            value_template=_on_off("pressed"),
+            json_attributes_topic=t.of("knob"),
+            json_attributes_template="{{ {'error': value_json.error, 'pins': [value_json.clk, "
+            "value_json.dt, value_json.sw], 'pin_factory': value_json.pin_factory} | tojson }}",
+            entity_category="diagnostic",
+            icon="mdi:knob",
+        ),
+        make.entity(
+            "knob_step",
+            "number",
+            "Knob step",
+            "knob",
+            "flag",
+            state_topic=t.of("knob/config"),
+            command_topic=t.of("knob/config/set"),
+            value_template="{{ value_json.step }}",
+            command_template='{"step": {{ value | int }}}',
+            min=1,
+            max=KNOB_STEP_MAX,
+            step=1,
+            mode="box",
+            unit_of_measurement="%",
+            entity_category="config",
+            icon="mdi:rotate-right",
+        ),
+    ]
+
+
+def screen_entities(seen: Seen, make: Make) -> list[tuple[str, Component]]:
+    t = make.topics
+    return [
+        # The backlight: on/off as words, brightness 1..100 % (Home Assistant scales its 0..255).
+        make.entity(
+            "screen",
+            "light",
+            "Screen",
+            "screen",
+            "flag",
+            state_topic=t.of("screen"),
+            command_topic=t.of("screen/set"),
+            state_value_template="{{ 'on' if value_json.on else 'off' }}",
+            payload_on="on",
+            payload_off="off",
+            brightness_state_topic=t.of("screen"),
+            brightness_value_template="{{ value_json.brightness }}",
+            brightness_command_topic=t.of("screen/set"),
+            brightness_command_template='{"brightness": {{ value }}}',
+            brightness_scale=100,
+            icon="mdi:monitor",
+        ),
+        make.entity(
+            "screen_timeout",
+            "number",
+            "Screen timeout",
+            "screen",
+            "flag",
+            state_topic=t.of("screen"),
+            command_topic=t.of("screen/set"),
+            value_template="{{ value_json.timeout_s }}",
+            command_template='{"timeout_s": {{ value | int }}}',
+            min=0,
+            max=SCREEN_TIMEOUT_MAX,
+            step=1,
+            mode="box",
+            device_class="duration",
+            unit_of_measurement="s",
+            entity_category="config",
+            icon="mdi:timer-outline",
+        ),
+    ]
+
+
+def multiroom_entities(seen: Seen, make: Make) -> list[tuple[str, Component]]:
+    t = make.topics
+    found = [
+        make.entity(
+            "multiroom_server",
+            "sensor",
+            "Multiroom server",
+            "multiroom",
+            state_topic=t.of("multiroom"),
+            value_template="{{ value_json.server if value_json.server is defined else 'None' }}",
+            json_attributes_topic=t.of("multiroom"),
+            json_attributes_template="{{ {'version': value_json.version, 'error': value_json.error, "
+            "'restarts': value_json.restarts, 'managed': value_json.managed} | tojson }}",
+            device_class="enum",
+            options=list(MULTIROOM_SERVER),
+            entity_category="diagnostic",
+            icon="mdi:server-network",
+        ),
+        make.entity(
+            "multiroom_preset",
+            "select",
+            "Multiroom preset",
+            "multiroom",
+            state_topic=t.of("multiroom"),
+            command_topic=t.of("multiroom/set"),
+            # Settings of no preset (`custom`): "None" is Home Assistant's "no option".
+            value_template=(
+                f"{{% set p = value_json.settings.preset if value_json.settings is defined else '' %}}"
+                f"{{{{ p if p in {_literal(list(MULTIROOM_PRESETS))} else 'None' }}}}"
+            ),
+            command_template='{{ {"preset": value} | tojson }}',
+            options=list(MULTIROOM_PRESETS),
+            entity_category="config",
+            icon="mdi:timer-sand",
+        ),
+    ]
+    view = seen.view(MultiroomView, "multiroom") or MultiroomView()
+    for client in view.clients:
+        key = f"client_{_slug(client.id)}"
+        label = (client.name or client.id)[:NAME_MAX]
+        pick = (
+            f"{{% set c = value_json.clients | default([]) | selectattr('id', 'eq', {_literal(client.id)})"
+            " | list %}"
+        )
+        # A client that is not connected (or was forgotten) is unavailable, not at 0 %.
+        connected = {
+            "topic": t.of("multiroom"),
+            "value_template": f"{pick}{{{{ 'online' if c and c[0].connected else 'offline' }}}}",
+        }
+        command = t.of(f"multiroom/client/{client.id}/set")
+        found.append(
+            make.entity(
+                f"{key}_volume",
+                "number",
+                f"{label} volume",
+                "multiroom",
+                also=(connected,),
+                state_topic=t.of("multiroom"),
+                command_topic=command,
+                value_template=f"{pick}{{{{ c[0].volume if c else 'None' }}}}",
+                command_template="{{ value | int }}",
+                min=0,
+                max=100,
+                step=1,
+                mode="slider",
+                unit_of_measurement="%",
+                icon="mdi:speaker",
+            )
+        )
+        found.append(
+            make.entity(
+                f"{key}_mute",
+                "switch",
+                f"{label} mute",
+                "multiroom",
+                also=(connected,),
+                state_topic=t.of("multiroom"),
+                command_topic=command,
+                value_template=f"{pick}{{{{ ('ON' if c[0].muted else 'OFF') if c else 'None' }}}}",
+                payload_on="mute",
+                payload_off="unmute",
+                state_on="ON",
+                state_off="OFF",
+                icon="mdi:speaker-off",
+            )
+        )
+    return found
+
+
+def spotify_entities(seen: Seen, make: Make) -> list[tuple[str, Component]]:
+    t = make.topics
+    path = "source/spotify"
+    return [
+        make.entity(
+            "spotify_user",
+            "sensor",
+            "Spotify user",
+            path,
+            "source",
+            state_topic=t.of(path),
+            value_template=_text_or_none("value_json.user"),
+            json_attributes_topic=t.of(path),
+            json_attributes_template="{{ {'device_name': value_json.device_name, "
+            "'restarts': value_json.restarts} | tojson }}",
+            entity_category="diagnostic",
+            icon="mdi:spotify",
+        ),
+        make.entity(
+            "spotify_shuffle",
+            "switch",
+            "Spotify shuffle",
+            path,
+            "source",
+            state_topic=t.of(path),
+            command_topic=t.of(f"{path}/set"),
+            value_template=_on_off("shuffle"),
+            payload_on=json.dumps({"shuffle": True}),
+            payload_off=json.dumps({"shuffle": False}),
+            state_on="ON",
+            state_off="OFF",
+            icon="mdi:shuffle-variant",
+        ),
+        make.entity(
+            "spotify_repeat",
+            "select",
+            "Spotify repeat",
+            path,
+            "source",
+            state_topic=t.of(path),
+            command_topic=t.of(f"{path}/set"),
+            value_template="{{ value_json.repeat }}",
+            command_template='{{ {"repeat": value} | tojson }}',
+            options=list(SPOTIFY_REPEAT),
+            icon="mdi:repeat",
+        ),
+    ]
+
+
+def bluetooth_entities(seen: Seen, make: Make) -> list[tuple[str, Component]]:
+    t = make.topics
+    path = "source/bluetooth"
+    return [
+        make.entity(
+            "bluetooth_device",
+            "sensor",
+            "Bluetooth device",
+            path,
+            "source",
+            state_topic=t.of(path),
+            value_template=_text_or_none("value_json.device.name if value_json.device else ''"),
+            json_attributes_topic=t.of(path),
+            json_attributes_template="{{ (value_json.device or {}) | tojson }}",
+            icon="mdi:cellphone-sound",
+        ),
+        # `pairable` opens the window the config says (with visibility = always it stays open).
+        make.entity(
+            "bluetooth_pairable",
+            "switch",
+            "Bluetooth pairable",
+            path,
+            "source",
+            state_topic=t.of(path),
+            command_topic=t.of(f"{path}/set"),
+            value_template=_on_off("pairable"),
+            payload_on="pairable",
+            payload_off=json.dumps({"pairable": 0}),
+            state_on="ON",
+            state_off="OFF",
+            icon="mdi:bluetooth-connect",
+        ),
+        make.entity(
+            "bluetooth_disconnect",
+            "button",
+            "Bluetooth disconnect",
+            path,
+            "source",
+            command_topic=t.of(f"{path}/set"),
+            payload_press="disconnect",
+            icon="mdi:bluetooth-off",
+        ),
+    ]
+
+
+def airplay_entities(seen: Seen, make: Make) -> list[tuple[str, Component]]:
+    t = make.topics
+    path = "source/airplay"
+    return [
+        make.entity(
+            "airplay_sender",
+            "sensor",
+            "AirPlay sender",
+            path,
+            "source",
+            state_topic=t.of(path),
+            value_template=_text_or_none("value_json.sender"),
+            json_attributes_topic=t.of(path),
+            json_attributes_template="{{ {'address': value_json.sender_address, 'user_agent': "
+            "value_json.user_agent, 'remote': value_json.remote} | tojson }}",
+            icon="mdi:cast-audio",
+        )
+    ]
+
+
+def roc_entities(seen: Seen, make: Make) -> list[tuple[str, Component]]:
+    t = make.topics
+    path = "source/roc"
+    return [
+        make.entity(
+            "roc_sender",
+            "sensor",
+            "ROC sender",
+            path,
+            "source",
+            state_topic=t.of(path),
+            value_template=_text_or_none("value_json.sender_name or value_json.sender"),
+            json_attributes_topic=t.of(path),
+            json_attributes_template="{{ {'senders': value_json.senders} | tojson }}",
+            icon="mdi:laptop",
+        )
+    ]
+
+
+def _update_template(program: str) -> str:
+    """The update entity's JSON state for one program, from the whole `update` state.
+
+    A key is left out rather than null (Home Assistant refuses a null version); an unknown latest
+    version (offline) stays unknown, never "up to date".
+    """
+    name = _literal(program)
+    return (
+        f"{{% set p = value_json.programs[{name}] if value_json.programs is defined "
+        f"and {name} in value_json.programs else none %}}"
+        "{% set job = value_json.job if value_json.job is defined else none %}"
+        f"{{% set mine = job is not none and job.program == {name} %}}"
+        f"{{% set d = {{'title': {name}, 'in_progress': mine and job.result == 'running'}} %}}"
+        "{% if p and p.installed %}{% set d = dict(d, installed_version=p.installed) %}{% endif %}"
+        # p['update'], not p.update: that is the dict's method, which the sandbox hides.
+        "{% set latest = (p.available if p['update'] else (p.installed if p.available else none))"
+        " if p else none %}"
+        "{% if latest %}{% set d = dict(d, latest_version=latest) %}{% endif %}"
+        "{% if mine and job.result in ('rolled_back', 'failed') %}"
+        "{% set d = dict(d, release_summary=(job.result ~ ': ' ~ job.detail)[:255]) %}{% endif %}"
+        "{{ d | tojson }}"
+    )
+
+
+def update_entities(seen: Seen, make: Make) -> list[tuple[str, Component]]:
+    t = make.topics
+    view = seen.view(UpdateView, "update") or UpdateView()
+    found = [
+        make.entity(
+            "update_check",
+            "button",
+            "Check for updates",
+            "update",
+            command_topic=t.of("update/set"),
+            payload_press="check",
+            entity_category="config",
+            icon="mdi:update",
+        )
+    ]
+    for program, state in sorted(view.programs.items()):
+        installable: dict[str, Any] = {
+            "command_topic": t.of("update/set"),
+            "payload_install": json.dumps({"install": program}),
+        }
+        found.append(
+            make.entity(
+                f"update_{_slug(program)}",
+                "update",
+                program,
+                "update",
+                state_topic=t.of("update"),
+                value_template=_update_template(program),
+                entity_category="config",
+                **(installable if state.installable else {}),
+            )
+        )
+    return found
+
+
 # The table ----------------------------------------------------------------------------------------
 # Keyed by subsystem name. Sources also get `source_entities` from their `source/<name>` topic, so a
 # new source shows up with no entry; an entry adds what is particular to it.
@@ -499,6 +920,14 @@ FEATURES: dict[str, Feature] = {
     "radio": Feature("source/radio", radio_entities, reads=("radio/favorites",)),
     "player": Feature("player", player_entities, reads=("source",)),
     "ui": Feature("ui", ui_entities),
+    "knob": Feature("knob", knob_entities, switchable=True),
+    "screen": Feature("screen", screen_entities, switchable=True),
+    "multiroom": Feature("multiroom", multiroom_entities),
+    "spotify": Feature("source/spotify", spotify_entities),
+    "bluetooth": Feature("source/bluetooth", bluetooth_entities),
+    "airplay": Feature("source/airplay", airplay_entities),
+    "roc": Feature("source/roc", roc_entities),
+    "update": Feature("update", update_entities),
 }
 # Every source's state and config, for `source_entities`.
 SOURCE_TOPICS = ("source/+", "source/+/config")
@@ -534,7 +963,11 @@ def build(seen: Seen, make: Make) -> dict[str, tuple[str, Component]]:
     """
     components: dict[str, tuple[str, Component]] = {}
     for feature in FEATURES.values():
-        if seen.enabled(feature.topic):
+        on = seen.enabled(feature.topic)
+        if feature.switchable and on is not None:
+            key, component = enabled_entity(feature, make)
+            components[key] = (feature.topic, component)
+        if on:
             components.update((k, (feature.topic, c)) for k, c in feature.build(seen, make))
     for name in source_names(seen):
         if seen.enabled(f"source/{name}"):
