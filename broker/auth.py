@@ -60,6 +60,7 @@ class AuthPolicy:
     request_paths: frozenset[str] = frozenset()
     anonymous: Anonymous = "loopback"
     anonymous_lan_role: str = "read"
+    loopback_role: str = "control"
     on_refused: Callable[[Refusal], None] | None = None
     _reports: dict[str, tuple[int, int]] = field(default_factory=dict)  # client -> (second, count)
 
@@ -69,7 +70,7 @@ class AuthPolicy:
         if self.anonymous == "none":
             return None
         if is_loopback(address):
-            return "control"  # the kiosk and scripts on the node's own host
+            return self.loopback_role  # the kiosk and scripts on the node's own host
         if self.anonymous == "all":
             return self.anonymous_lan_role
         # "loopback": a fresh install (no user yet) still works from a phone on the LAN.

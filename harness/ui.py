@@ -14,7 +14,7 @@ from playwright.async_api import Browser, Page, async_playwright
 from harness.alsa_sinks import sink_config
 from harness.radio_browser import FakeRadioBrowser, station
 from node.app import Node
-from node.config import NodeConfig
+from node.config import AuthOptions, NodeConfig
 from node.framework.backoff import Backoff
 from node.framework.subsystem import Subsystem
 from node.sources.radio import Radio
@@ -83,6 +83,7 @@ async def ui_node(
     stream_url: str = "http://127.0.0.1:9/none",
     sections: dict[str, dict[str, Any]] | None = None,
     web_root: Path | None = None,
+    auth: AuthOptions | None = None,
 ) -> AsyncIterator[UiNode]:
     """A node on the embedded broker with a free HTTP port serving web/; `volume` needs PULSE_SERVER set."""
     out = data_dir / "sinks"
@@ -117,6 +118,8 @@ async def ui_node(
             mqtt_port=0,
             http_port=0,
             subsystems=merged,
+            # Tests publish other subsystems' state from loopback: trusted as a node by default.
+            auth=auth or AuthOptions(loopback_role="node"),
             **({"web_root": web_root} if web_root is not None else {}),
         )
         node = Node(config, subsystems, backoff=FAST)

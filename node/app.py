@@ -69,6 +69,7 @@ class Node:
             request_paths=frozenset(registry.request_paths((*registry.ALL, *subsystems))),
             anonymous=config.auth.anonymous,
             anonymous_lan_role=config.auth.anonymous_lan_role,
+            loopback_role=config.auth.loopback_role,
             on_refused=self._refused,
         )
 

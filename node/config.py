@@ -52,6 +52,9 @@ class AuthOptions(BaseModel):
     # logs in, the kiosk too.
     anonymous: Literal["loopback", "all", "none"] = "loopback"
     anonymous_lan_role: Literal["read", "control"] = "read"
+    # What anonymous clients on the node's own host may do: "node" trusts every local process with
+    # the node's own rights (another node process on the same host, the test suite).
+    loopback_role: Literal["control", "node", "read"] = "control"
 
 
 class TlsOptions(BaseModel):

@@ -3,10 +3,8 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 from node.framework.store import Store
-from node.framework.users import Users
 from tests.conftest import NodeFactory
 from tests.helpers import expect_errors, probe
 
@@ -80,10 +78,10 @@ async def test_retained_set_is_never_acted_on(run_node: NodeFactory, broker_kind
         await p.subscribe(state, f"{r.base}/error")
         await p.wait_for(state)
         await p.publish(f"{state}/set", "33", retain=True)
-        # The embedded broker drops it (only the node retains under milo/, broker/auth.py); on
-        # mosquitto the node sees the retain flag (MQTT 5 retain-as-published) and refuses it.
+        # The in-process bus sees the publisher's retain flag, and so does the MQTT 5 client on
+        # mosquitto (retain-as-published): refused at once.
         err = await p.wait_for(f"{r.base}/error")
-        assert err.json()["code"] == ("forbidden" if broker_kind == "embedded" else "retained_command")
+        assert err.json()["code"] == "retained_command"
         port = r.port
     # Second run on the same broker store: the replayed command must not apply.
     async with run_node(broker_kind) as r, probe(r.port if broker_kind == "embedded" else port) as p:
@@ -249,16 +247,10 @@ async def test_an_unknown_key_set_to_null_is_named_not_dropped(
         assert err["error"] == "lable: unknown key (did you mean 'label'?)"
 
 
-async def test_the_node_defends_its_status_and_state_topics(
-    run_node: NodeFactory, broker_kind: str, tmp_path: Path
-) -> None:
+async def test_the_node_defends_its_status_and_state_topics(run_node: NodeFactory, broker_kind: str) -> None:
     # On a broker whose ACL lets anyone publish there (mosquitto here), a spoofed or cleared retained
-    # state is said again at once, and so is the node's `online`. The embedded broker lets only a
-    # node do that (broker/auth.py): another node process, logged in with the node role, forges.
-    data = tmp_path / "data"
-    Users(data).add("peer", "node", "pw")
-    login = {"username": "peer", "password": "pw"} if broker_kind == "embedded" else {}
-    async with run_node(broker_kind, data_dir=data) as r, probe(r.port, **login) as p:
+    # state is said again at once, and so is the node's `online`.
+    async with run_node(broker_kind) as r, probe(r.port) as p:
         state, status = f"{r.base}/counter", f"{r.base}/status"
         await p.subscribe(state, status)
         await p.wait_for(state)
@@ -272,6 +264,6 @@ async def test_the_node_defends_its_status_and_state_topics(
         await p.publish(status, "offline", retain=True)
         await p.wait_for(status, lambda g: g.text == "online", after=mark)
     # What a new subscriber sees is the node's, not the forgery.
-    async with run_node(broker_kind, data_dir=data) as r, probe(r.port) as p:
+    async with run_node(broker_kind) as r, probe(r.port) as p:
         await p.subscribe(f"{r.base}/counter")
         assert (await p.wait_for(f"{r.base}/counter")).json().get("label") == ""
