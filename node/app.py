@@ -81,6 +81,14 @@ class Node:
     def http_port(self) -> int | None:
         return self.web.port if self.web else None
 
+    @property
+    def mqtt_tls_port(self) -> int | None:
+        return self.broker.tls_port if self.broker else None
+
+    @property
+    def https_port(self) -> int | None:
+        return self.web.tls_port if self.web else None
+
     async def start(self) -> None:
         cfg = self.config
         cfg.data_dir.mkdir(parents=True, exist_ok=True)
