@@ -1,4 +1,4 @@
-"""TLS on the LAN listeners: MQTT over TLS, HTTPS and MQTT over secure WebSocket, with a certificate made here."""
+"""TLS on the LAN listeners: MQTT over TLS, HTTPS and secure WebSocket, with a certificate made here."""
 
 from __future__ import annotations
 
