@@ -37,6 +37,10 @@ class Grant:
     role: str
     owner: str  # the user name, else the client id: the name of its reply namespace
     user: str | None = None
+    # Acts as a node under other nodes' bases (`milo/<another id>/`), never under this node's own:
+    # anonymous clients while no user exists, so a satellite (`milo run --only volume` under its own
+    # id on this broker) keeps working on a fresh install.
+    other_bases: bool = False
 
 
 @dataclass(frozen=True)
@@ -58,6 +62,7 @@ class AuthPolicy:
     verify: Verifier
     has_users: Callable[[], bool]
     request_paths: frozenset[str] = frozenset()
+    own_base: str = ""  # "milo/<node id>/": what only a node may write to, whatever else is allowed
     anonymous: Anonymous = "loopback"
     anonymous_lan_role: str = "read"
     loopback_role: str = "control"
@@ -90,7 +95,8 @@ class AuthPolicy:
             if anonymous is None:
                 logger.info("%s from %s: refused, anonymous clients must log in here", client_id, address)
                 return int(NOT_AUTHORIZED)
-            grant = Grant(anonymous, client_id)
+            fresh = not self.has_users() and anonymous == "control"
+            grant = Grant(anonymous, client_id, other_bases=fresh and bool(self.own_base))
         if session.will_flag and session.will_topic:
             message = session.will_message or b""
             why = self.may_publish(grant, client_id, session.will_topic, bool(session.will_retain), message)
@@ -110,6 +116,8 @@ class AuthPolicy:
         if grant.role != "control":
             return f"role {grant.role} may not publish"
         if not topic.startswith("milo/"):
+            return None
+        if grant.other_bases and not topic.startswith(self.own_base):
             return None
         levels = topic.split("/")
         rest = levels[2:]

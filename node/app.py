@@ -67,6 +67,7 @@ class Node:
             verify=self.users.verify_async,
             has_users=self.users.any,
             request_paths=frozenset(registry.request_paths((*registry.ALL, *subsystems))),
+            own_base=f"{self.topics.base}/",
             anonymous=config.auth.anonymous,
             anonymous_lan_role=config.auth.anonymous_lan_role,
             loopback_role=config.auth.loopback_role,

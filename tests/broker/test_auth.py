@@ -245,6 +245,33 @@ async def test_default_policy_loopback_and_fresh_install(run_node: NodeFactory, 
         assert r.node.policy.anonymous_role("::ffff:127.0.0.1") == "control"
 
 
+async def test_a_satellite_keeps_working_on_a_fresh_install(run_node: NodeFactory, tmp_path: Path) -> None:
+    # No user yet: an anonymous client may act as a node under another node's base (a satellite's
+    # `milo run --only volume` under its own id), never under this node's own.
+    async with run_node(auth=AuthOptions()) as r:
+        assert r.node.broker is not None
+        satellite = "milo/sat1/volume"
+        async with probe(r.port) as p:
+            await p.subscribe(f"{r.base}/error", satellite)
+            await p.publish(satellite, b'{"percent": 30}', retain=True)
+            await p.wait_for(satellite)
+            assert dict(r.node.broker.retained())[satellite] == b'{"percent": 30}'
+            mark = p.mark()
+            await p.publish(f"{r.base}/counter", b'{"value": 5}', retain=True)
+            assert (await p.wait_for(f"{r.base}/error", after=mark)).json()["code"] == "forbidden"
+        # Once a user exists, only a node user may: the satellite logs in as one.
+        Users(r.node.config.data_dir).add("sat1", "node", "pw")
+        async with probe(r.port) as p:
+            await p.subscribe(f"{r.base}/error")
+            mark = p.mark()
+            await p.publish(satellite, b'{"percent": 31}', retain=True)
+            assert (await p.wait_for(f"{r.base}/error", after=mark)).json()["code"] == "forbidden"
+        async with probe(r.port, username="sat1", password="pw") as p:
+            await p.subscribe(satellite)
+            await p.publish(satellite, b'{"percent": 32}', retain=True)
+            await p.wait_for(satellite, lambda g: g.payload == b'{"percent": 32}')
+
+
 def test_anonymous_settings() -> None:
     async def nobody(_user: str, _password: str) -> str | None:
         return None
