@@ -93,6 +93,9 @@ class Node:
     async def start(self) -> None:
         cfg = self.config
         cfg.data_dir.mkdir(parents=True, exist_ok=True)
+        self.users.any()  # read once now: a damaged users file is said in `info`, not only in the log
+        if self.users.problem:
+            self.board.notice(f"users: {self.users.problem}; nobody can log in until it is fixed")
         if cfg.broker:
             # aiomqtt and paho cost ~4 MB of resident memory: only a node on an external broker pays it.
             from node.framework.mqttbus import MqttBus  # noqa: PLC0415

@@ -8,6 +8,7 @@ import collections
 import hashlib
 import hmac
 import json
+import logging
 import os
 import re
 import secrets
@@ -16,6 +17,8 @@ from pathlib import Path
 from typing import Literal, cast
 
 from node.framework.files import write_atomic
+
+logger = logging.getLogger(__name__)
 
 Role = Literal["node", "control", "read"]
 ROLES: tuple[Role, ...] = ("node", "control", "read")
@@ -79,6 +82,7 @@ class Users:
         self.path = data_dir / FILE
         self._users: dict[str, User] = {}
         self._stamp: tuple[int, int, int] | None = None
+        self.problem: str | None = None  # why the file cannot be used: then nobody logs in
         # (name, keyed digest of the password) -> role: a reconnection costs no hash. Keyed with a
         # per-process secret, so the cache holds nothing a memory dump could test guesses against
         # faster than the real hash.
@@ -91,15 +95,24 @@ class Users:
             st = self.path.stat()
         except FileNotFoundError:
             if self._stamp is not None or self._users:
-                self._users, self._stamp = {}, None
+                self._users, self._stamp, self.problem = {}, None, None
                 self._verified.clear()
             return
         stamp = (st.st_mtime_ns, st.st_size, st.st_ino)
         if stamp == self._stamp:
+            if self.problem is not None:
+                raise UserError(self.problem)
             return
-        self._users = self._parse(self.path.read_bytes())
         self._stamp = stamp
         self._verified.clear()  # a removed user or a new password takes effect at once
+        try:
+            self._users = self._parse(self.path.read_bytes())
+        except (OSError, UserError) as exc:
+            self._users = {}
+            self.problem = f"{self.path}: {exc}"
+            logger.error("users: %s; nobody can log in until it is fixed", self.problem)
+            raise UserError(self.problem) from exc
+        self.problem = None
 
     @staticmethod
     def _parse(raw: bytes) -> dict[str, User]:

@@ -334,6 +334,11 @@ async def test_users_file_is_read_again_and_hashing_leaves_the_loop_free(
     assert (tmp_path / "users.json").stat().st_mode & 0o777 == 0o600
     stored = json.loads((tmp_path / "users.json").read_text())["users"]["alice"]["hash"]
     assert stored.startswith("$7$") and "new" not in stored
+    # A damaged file locks, never opens: nobody logs in, and the LAN is not taken for a fresh install.
+    (tmp_path / "users.json").write_text("[]")
+    assert await users.verify_async("alice", "new") is None
+    assert users.any()
+    assert users.problem is not None
     assert check_password("x", hash_password("x", iterations=1000))
     assert not check_password("x", "$7$garbage")
 
