@@ -34,6 +34,8 @@ ITERATIONS = 100_000
 SALT_BYTES = 12
 HASH_BYTES = 64
 CACHE_SIZE = 64
+# Hashes computed at once: a flood of wrong passwords from the LAN then costs one core, never all.
+MAX_HASHING = 1
 
 
 class UserError(ValueError):
@@ -88,6 +90,7 @@ class Users:
         # faster than the real hash.
         self._verified: collections.OrderedDict[tuple[str, bytes], Role] = collections.OrderedDict()
         self._key = secrets.token_bytes(32)
+        self._hashing: asyncio.Semaphore | None = None
 
     # Reading ---------------------------------------------------------------------------------------
     def _refresh(self) -> None:
@@ -172,7 +175,13 @@ class Users:
         if cached is not None:
             self._verified.move_to_end(key)
             return cached
-        ok = await asyncio.to_thread(check_password, password, user.hash)
+        if self._hashing is None:
+            self._hashing = asyncio.Semaphore(MAX_HASHING)
+        async with self._hashing:
+            cached = self._verified.get(key)  # the same login may have been checked meanwhile
+            if cached is not None:
+                return cached
+            ok = await asyncio.to_thread(check_password, password, user.hash)
         return self._finish(user, key, ok)
 
     def _finish(self, user: User | None, key: tuple[str, bytes], ok: bool) -> Role | None:
