@@ -220,7 +220,12 @@ async def _init_from_connect(
     if policy is None:
         return handler, session
     peer = writer.get_peer_info()
-    decision = await policy.admit(session, peer[0] if peer else None)
+    try:
+        decision: Grant | int = await policy.admit(session, peer[0] if peer else None)
+    except Exception:
+        # amqtt would not release the connection's slot for an exception it does not expect.
+        logger.exception("%s: admission failed; refused", session.client_id)
+        decision = int(NOT_AUTHORIZED)
     if isinstance(decision, int):
         # amqtt sends 5 for every refusal, and only after a same-id client was already taken over.
         await ConnackPacket.build(0, decision).to_stream(writer)
