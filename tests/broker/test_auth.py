@@ -194,6 +194,18 @@ async def test_reply_to_stays_in_the_clients_namespace(run_node: NodeFactory, tm
         assert [g.topic for g in bob.seen if "/reply/" in g.topic] == []
 
 
+async def test_the_node_itself_never_replies_onto_its_own_topics(run_node: NodeFactory) -> None:
+    # On a broker that cannot look into payloads (mosquitto), the node refuses such a reply_to itself.
+    async with run_node("mosquitto") as r, probe(r.port) as p:
+        await p.subscribe(f"{r.base}/error", f"{r.base}/counter")
+        await p.wait_for(f"{r.base}/counter")
+        mark = p.mark()
+        await p.publish(f"{r.base}/counter/echo", {"text": "x", "reply_to": f"{r.base}/counter", "id": 1})
+        error = (await p.wait_for(f"{r.base}/error", after=mark)).json()
+        assert "reply_to" in error["error"]
+        assert [g for g in p.seen[mark:] if g.topic == f"{r.base}/counter"] == []
+
+
 async def test_subscribing_to_another_clients_replies_is_refused(
     run_node: NodeFactory, tmp_path: Path
 ) -> None:
