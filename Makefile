@@ -42,6 +42,7 @@ bench: deps $(STAMP)
 	$(BIN)/python -m bench.knob
 	$(BIN)/python -m bench.radio_search
 	$(BIN)/python -m bench.ui
+	$(BIN)/python -m bench.auth
 	$(BIN)/python -m bench.source_switch
 	$(BIN)/python -m bench.multiroom
 

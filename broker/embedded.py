@@ -14,12 +14,14 @@ from amqtt.broker import Broker
 from amqtt.errors import BrokerError
 
 from broker import patches
+from broker.auth import AuthPolicy
 from broker.fastpath import FastPath
 from broker.retained import RetainedStore
 
 logger = logging.getLogger(__name__)
 
 WS_LISTENER = "ws"
+TLS_LISTENER = "tls"
 
 
 @dataclass(frozen=True)
@@ -44,6 +46,13 @@ class BrokerSettings:
     # Seconds past a client's keep-alive before it is dropped and its will is sent.
     keepalive_grace: int = 2
     force_retained: dict[str, str] = field(default_factory=dict)
+    # Who may connect and do what (broker/auth.py); None: anyone, anything (tests of the broker).
+    policy: AuthPolicy | None = None
+    # MQTT over TLS on a listener of its own, besides the plain one: (port, cert file, key file).
+    tls_port: int | None = None
+    tls_host: str | None = None
+    certfile: Path | None = None
+    keyfile: Path | None = None
 
 
 class EmbeddedBroker:
@@ -62,6 +71,7 @@ class EmbeddedBroker:
                 "default": {"type": "tcp", "bind": f"{s.host}:{s.port}"},
                 # WebSocket connections arrive through the node's HTTP server (same origin as the UI).
                 WS_LISTENER: {"type": "external"},
+                **self._tls_listener(),
             },
             "timeout_disconnect_delay": s.keepalive_grace,
             # Listing plugins explicitly keeps out amqtt's defaults ($SYS, packet logger: 35-40 % slower).
@@ -75,10 +85,21 @@ class EmbeddedBroker:
             },
         }
 
+    def _tls_listener(self) -> dict[str, Any]:
+        s = self.settings
+        if s.tls_port is None or s.certfile is None or s.keyfile is None:
+            return {}
+        bind = f"{s.tls_host or s.host}:{s.tls_port}"
+        return {TLS_LISTENER: {"type": "tcp", "bind": bind, "ssl": True,
+                               "certfile": str(s.certfile), "keyfile": str(s.keyfile)}}  # fmt: skip
+
     async def start(self) -> None:
         patches.apply(self.settings.max_packet)
         self._broker = Broker(self._config())
         self._fast = FastPath(self._broker)
+        if self.settings.policy is not None:
+            self._broker.plugins_manager.milo_policy = self.settings.policy
+            self._fast.policy = self.settings.policy
         for plugin in self._broker.plugins_manager.plugins:
             if isinstance(plugin, RetainedStore):
                 self._store = plugin
@@ -105,6 +126,12 @@ class EmbeddedBroker:
         """The TCP port actually bound (differs from settings.port when that was 0)."""
         server = self._b._servers["default"].instance
         return int(server.sockets[0].getsockname()[1])
+
+    @property
+    def tls_port(self) -> int | None:
+        """The TLS listener's port, when there is one."""
+        server = self._b._servers.get(TLS_LISTENER)
+        return int(server.instance.sockets[0].getsockname()[1]) if server is not None else None
 
     def set_listener(self, listener: Callable[[InboundMessage], None]) -> None:
         """Every message a network client published (after the ACL), handed over in-process."""

@@ -29,6 +29,8 @@ from amqtt.events import BrokerEvents, MQTTEvents
 from amqtt.mqtt.protocol.broker_handler import BrokerProtocolHandler
 from amqtt.session import IncomingApplicationMessage, OutgoingApplicationMessage, Session
 
+from broker.auth import AuthPolicy, Grant, grant_of
+
 logger = logging.getLogger(__name__)
 
 # Unacknowledged QoS 1/2 deliveries kept per client for redelivery after a reconnection (MQTT
@@ -101,6 +103,7 @@ class FastPath:
     def __init__(self, broker: Broker) -> None:
         self.broker = broker
         self.listener: Listener | None = None
+        self.policy: AuthPolicy | None = None  # roles (broker/auth.py); None: every client may do all
         self.on_retained: Callable[[], None] | None = None  # the broker-wide retained store changed
         filters = FilterIndex(broker._subscriptions)
         broker._subscriptions = filters
@@ -231,9 +234,14 @@ class FastPath:
         """
         broker = self.broker
         encoded: bytes | None = None
+        policy = self.policy
+        # Replies go to the client that asked only; every other topic is read by every role.
+        private = policy is not None and topic.startswith("milo/") and topic.split("/", 3)[2:3] == ["reply"]
         for topic_filter in self.matching(topic):
             for target, sub_qos in list(self.filters.get(topic_filter, ())):
                 out_qos = sub_qos if qos is None else min(qos, sub_qos)
+                if private and not AuthPolicy.may_receive(grant_of(target), target.client_id or "", topic):
+                    continue
                 if self.filtering and not await broker._topic_filtering(
                     target, topic=topic, action=Action.RECEIVE
                 ):
@@ -299,6 +307,8 @@ class FastPath:
         if not topic or "#" in topic or "+" in topic or topic.startswith("$"):
             logger.warning("%s: PUBLISH to invalid topic %r, closing", session.client_id, topic)
             return False
+        if self.policy is not None and not self._permitted(self.policy, session, message):
+            return True  # 3.1.1 has no way to refuse a PUBLISH: dropped, and reported on `error`
         if self.filtering and not await broker._topic_filtering(session, topic=topic, action=Action.PUBLISH):
             logger.info("%s not allowed to publish to %s", session.client_id, topic)
             return True
@@ -313,6 +323,18 @@ class FastPath:
             self.listener(session.client_id, message)
         await self.fan_out(session, topic, data, message.qos)
         return True
+
+    @staticmethod
+    def _permitted(policy: AuthPolicy, session: Session, message: IncomingApplicationMessage) -> bool:
+        client_id = session.client_id or ""
+        grant = grant_of(session) or Grant("read", client_id)  # no grant: admitted before any policy
+        data = message.data if isinstance(message.data, bytes) else bytes(message.data or b"")
+        why = policy.may_publish(grant, client_id, message.topic, bool(message.retain), data)
+        if why is None:
+            return True
+        logger.info("%s (%s) may not publish to %s: %s", client_id, grant.role, message.topic, why)
+        policy.refused(grant, client_id, message.topic, data, why)
+        return False
 
     async def drain(self) -> None:
         self.flush()

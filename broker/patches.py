@@ -12,7 +12,7 @@ from amqtt.mqtt.packet import MQTTFixedHeader
 from amqtt.mqtt.protocol import handler as protocol_handler
 from amqtt.mqtt.protocol.broker_handler import BrokerProtocolHandler
 
-from broker import fastpath, handler
+from broker import auth, fastpath, handler
 
 logger = logging.getLogger(__name__)
 
@@ -105,6 +105,7 @@ def apply(max_packet: int = DEFAULT_MAX_PACKET) -> None:
     # After B1's replay filter, which stays the fallback of the fast path's own replay.
     fastpath.apply()
     handler.apply()
+    auth.apply()
     # The transitions state machine logs every session state change at INFO.
     logging.getLogger("transitions").setLevel(logging.WARNING)
     _applied = True

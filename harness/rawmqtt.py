@@ -18,12 +18,20 @@ def mqtt_string(s: str) -> bytes:
     return len(data).to_bytes(2, "big") + data
 
 
-def connect_packet(client_id: str, keepalive: int, will: tuple[str, bytes] | None = None) -> bytes:
+def connect_packet(
+    client_id: str,
+    keepalive: int,
+    will: tuple[str, bytes] | None = None,
+    login: tuple[str, str] | None = None,
+) -> bytes:
     flags = 0x02  # clean session
     payload = mqtt_string(client_id)
     if will:
         flags |= 0x04 | 0x08 | 0x20  # will, will QoS 1, will retain
         payload += mqtt_string(will[0]) + len(will[1]).to_bytes(2, "big") + will[1]
+    if login:
+        flags |= 0x80 | 0x40  # user name, password
+        payload += mqtt_string(login[0]) + mqtt_string(login[1])
     body = mqtt_string("MQTT") + bytes([4, flags]) + keepalive.to_bytes(2, "big") + payload
     return bytes([0x10]) + remaining_length(len(body)) + body
 

@@ -14,7 +14,7 @@ from playwright.async_api import Browser, Page, async_playwright
 from harness.alsa_sinks import sink_config
 from harness.radio_browser import FakeRadioBrowser, station
 from node.app import Node
-from node.config import NodeConfig
+from node.config import AuthOptions, NodeConfig
 from node.framework.backoff import Backoff
 from node.framework.subsystem import Subsystem
 from node.sources.radio import Radio
@@ -84,6 +84,7 @@ async def ui_node(
     sections: dict[str, dict[str, Any]] | None = None,
     web_root: Path | None = None,
     extra: Sequence[type[Subsystem[Any, Any]]] = (),
+    auth: AuthOptions | None = None,
 ) -> AsyncIterator[UiNode]:
     """A node on the embedded broker with a free HTTP port serving web/; `volume` needs PULSE_SERVER set.
 
@@ -122,6 +123,8 @@ async def ui_node(
             mqtt_port=0,
             http_port=0,
             subsystems=merged,
+            # Tests publish other subsystems' state from loopback: trusted as a node by default.
+            auth=auth or AuthOptions(loopback_role="node"),
             **({"web_root": web_root} if web_root is not None else {}),
         )
         node = Node(config, subsystems, backoff=FAST)

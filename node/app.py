@@ -14,14 +14,17 @@ from pathlib import Path
 from typing import Any
 
 from broker import BrokerSettings, EmbeddedBroker, InboundMessage
+from broker.auth import AuthPolicy, Refusal, is_loopback
 from node import __version__, registry
 from node.config import NodeConfig
 from node.framework.backoff import Backoff
 from node.framework.bus import BrokerURL, Bus, LocalBus, Message
+from node.framework.payloads import ErrorPayload, echo
 from node.framework.runner import Runner
 from node.framework.store import Store
 from node.framework.subsystem import NodeFacts, StatusBoard, Subsystem
 from node.framework.topics import Topics
+from node.framework.users import Users
 from node.http.server import WebServer, tcp_proxy
 
 logger = logging.getLogger(__name__)
@@ -59,6 +62,17 @@ class Node:
         self._stopping = False
         self._tasks: set[asyncio.Task[None]] = set()
         self._alsa_env_set = False
+        self.users = Users(config.data_dir)
+        self.policy = AuthPolicy(
+            verify=self.users.verify_async,
+            has_users=self.users.any,
+            request_paths=frozenset(registry.request_paths((*registry.ALL, *subsystems))),
+            own_base=f"{self.topics.base}/",
+            anonymous=config.auth.anonymous,
+            anonymous_lan_role=config.auth.anonymous_lan_role,
+            loopback_role=config.auth.loopback_role,
+            on_refused=self._refused,
+        )
 
     @property
     def mqtt_port(self) -> int | None:
@@ -68,9 +82,20 @@ class Node:
     def http_port(self) -> int | None:
         return self.web.port if self.web else None
 
+    @property
+    def mqtt_tls_port(self) -> int | None:
+        return self.broker.tls_port if self.broker else None
+
+    @property
+    def https_port(self) -> int | None:
+        return self.web.tls_port if self.web else None
+
     async def start(self) -> None:
         cfg = self.config
         cfg.data_dir.mkdir(parents=True, exist_ok=True)
+        self.users.any()  # read once now: a damaged users file is said in `info`, not only in the log
+        if self.users.problem:
+            self.board.notice(f"users: {self.users.problem}; nobody can log in until it is fixed")
         if cfg.broker:
             # aiomqtt and paho cost ~4 MB of resident memory: only a node on an external broker pays it.
             from node.framework.mqttbus import MqttBus  # noqa: PLC0415
@@ -89,6 +114,8 @@ class Node:
                     flush_delay=cfg.mqtt.retained_flush_s,
                     keepalive_grace=cfg.mqtt.keepalive_grace_s,
                     force_retained={self.topics.status: "offline"},
+                    policy=self.policy,
+                    **self._broker_tls(),
                 )
             )
             await self.broker.start()
@@ -105,6 +132,8 @@ class Node:
             max_message=cfg.mqtt.max_payload + 1024,
             data_dir=cfg.data_dir,
             allowed_origins=tuple(cfg.allowed_origins),
+            authorize=self._http_role,
+            tls=(cfg.tls.bind or cfg.bind, cfg.tls.http_port, cfg.tls.cert, cfg.tls.key) if cfg.tls else None,
         )
         await self.web.start()
         facts = NodeFacts(
@@ -148,6 +177,33 @@ class Node:
         gc.freeze()
         _return_free_heap()
 
+    def _broker_tls(self) -> dict[str, Any]:
+        tls = self.config.tls
+        if tls is None:
+            return {}
+        return {"tls_port": tls.mqtt_port, "tls_host": tls.bind, "certfile": tls.cert, "keyfile": tls.key}
+
+    async def _http_role(self, address: str | None, credentials: tuple[str, str] | None) -> str | None:
+        """The role of an HTTP client (logo uploads, the page's login): as the broker decides."""
+        if credentials is None:
+            return self.policy.anonymous_role(address)
+        return await self.users.verify_async(*credentials)
+
+    def _refused(self, refusal: Refusal) -> None:
+        """A client's PUBLISH, will or request the broker dropped: said on `<base>/error`."""
+        if self.bus is None or self._stopping:
+            return
+        who = f"client {refusal.client_id!r}" + (f" (user {refusal.user!r})" if refusal.user else "")
+        error = ErrorPayload(
+            topic=refusal.topic[:256],
+            payload=echo(refusal.payload),
+            error=f"{who}, role {refusal.role}, may not publish this: {refusal.reason}",
+            code="forbidden",
+        )
+        task = asyncio.create_task(self.bus.publish(self.topics.error, error.model_dump_json().encode()))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
     def _alsa_config(self) -> Path:
         """Point this process's ALSA (and the programs it starts) at the node's asound.conf.
 
@@ -179,6 +235,12 @@ class Node:
         for runner in self.runners:
             detail = f" ({runner.detail})" if runner.detail else ""
             logger.info("  %-12s %s%s", runner.name, runner.status.value, detail)
+        lan_control = self.policy.anonymous_role("192.0.2.1") == "control"  # any address off this host
+        if lan_control and not is_loopback(self.config.bind):
+            logger.warning(
+                "anyone on the network can control this node without logging in: add a user "
+                "(`milo user add NAME --role control`) or set [auth] (README, Security)"
+            )
 
     async def _republish(self) -> None:
         assert self.bus is not None

@@ -1,4 +1,4 @@
-"""Command line: `milo run`, `install`/`uninstall`/`doctor`, `satellite`, `schemas`, `version`."""
+"""Command line: `milo run`, `install`/`uninstall`/`doctor`, `satellite`, `user`, `broker-config`."""
 
 from __future__ import annotations
 
@@ -64,6 +64,9 @@ def _parser() -> argparse.ArgumentParser:
     sch.add_argument("--check", action="store_true", help="exit 1 if schemas/ is not current")
     sub.add_parser("version", help="print the version")
     _install_parsers(sub)
+    from node import accounts  # noqa: PLC0415 - small; argparse wants every command up front
+
+    accounts.add_parsers(sub)
     return p
 
 
@@ -71,6 +74,10 @@ def main(argv: Sequence[str] | None = None) -> int:  # noqa: PLR0911 - a return 
     args = _parser().parse_args(argv)
     if args.cmd in INSTALL_COMMANDS:
         return _install_command(args)
+    if args.cmd in ("user", "broker-config"):
+        from node import accounts  # noqa: PLC0415 - only these commands need it
+
+        return accounts.main(args, registry.names(), registry.request_paths())
     if args.cmd == "version":
         print(__version__)
         return 0

@@ -41,6 +41,40 @@ class MqttOptions(BaseModel):
     keepalive_grace_s: int = Field(default=2, ge=0, le=60)
 
 
+class AuthOptions(BaseModel):
+    """Who may use the node without logging in (`[auth]`; README, Security)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    # "loopback": clients on the node's own host (the kiosk, scripts) need no login; LAN clients
+    # neither while no user exists (a fresh install works from a phone), and must log in once the
+    # first user is added. "all": anonymous LAN clients get `anonymous_lan_role`. "none": everyone
+    # logs in, the kiosk too.
+    anonymous: Literal["loopback", "all", "none"] = "loopback"
+    anonymous_lan_role: Literal["read", "control"] = "read"
+    # What anonymous clients on the node's own host may do: "node" trusts every local process with
+    # the node's own rights (another node process on the same host, the test suite).
+    loopback_role: Literal["control", "node", "read"] = "control"
+
+
+class TlsOptions(BaseModel):
+    """MQTT over TLS and HTTPS (with MQTT over secure WebSocket), beside the plain listeners (`[tls]`).
+
+    Only in the node's config file, like every node setting: nothing over MQTT changes them.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    cert: Path
+    key: Path
+    bind: str | None = None  # default: the node's `bind`
+    mqtt_port: int = Field(default=8883, ge=0, le=65535)
+    http_port: int = Field(default=8443, ge=0, le=65535)
+
+
+NODE_SECTIONS = ("mqtt", "auth", "tls")
+
+
 class NodeConfig(BaseModel):
     """Settings of the node process; subsystem sections are validated by each subsystem's own model."""
 
@@ -62,6 +96,8 @@ class NodeConfig(BaseModel):
     # Where the router writes asound.conf: /etc/asound.conf on an installed Pi, else <data_dir>/asound.conf.
     alsa_config: Path | None = None
     mqtt: MqttOptions = Field(default_factory=MqttOptions)
+    auth: AuthOptions = Field(default_factory=AuthOptions)
+    tls: TlsOptions | None = None
     subsystems: dict[str, dict[str, Any]] = Field(default_factory=dict)
 
     @field_validator("node_id")
@@ -116,7 +152,7 @@ def _split_sections(
             sections[renamed[key]] = raw.pop(key)
         elif key in subsystem_names and isinstance(value, dict):
             sections[key] = raw.pop(key)
-        elif isinstance(value, dict) and key != "mqtt":
+        elif isinstance(value, dict) and key not in NODE_SECTIONS:
             close = difflib.get_close_matches(key, list(subsystem_names), n=1)
             hint = f" (did you mean [{close[0]}]?)" if close else ""
             problems.append(f"[{key}]: no such subsystem{hint}")

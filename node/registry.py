@@ -97,3 +97,15 @@ def with_sources(classes: Sequence[type[Subsystem[Any, Any]]]) -> tuple[SourceSp
     """The registered sources, and any other Source among `classes` (a test's), after them."""
     extra = [cls for cls in classes if issubclass(cls, Source) and cls not in SOURCES]
     return source_specs([*SOURCES, *extra])
+
+
+def request_paths(classes: Iterable[type[Subsystem[Any, Any]]] = ALL) -> list[str]:
+    """Request topics under a node's base (`radio/search`): besides `/set` and `/get`, the commands.
+
+    The embedded broker's roles and `milo broker-config`'s ACL let `control` users publish these.
+    """
+    out: list[str] = []
+    for cls in classes:
+        base = cls.request_topic or cls.state_topic()
+        out += [f"{base}/{verb}" for verb in cls.requests]
+    return out

@@ -18,7 +18,7 @@ from harness.icy_server import IcyServer, make_mp3
 from harness.net import free_port
 from harness.pulse import Pulse, running_pulse
 from node.app import Node
-from node.config import NodeConfig
+from node.config import AuthOptions, NodeConfig
 from node.framework.backoff import Backoff
 from node.framework.subsystem import Subsystem
 from node.subsystems.info import Info
@@ -114,6 +114,9 @@ def run_node(tmp_path: Path, node_id: str, request: pytest.FixtureRequest) -> No
         broker = None
         if kind == "mosquitto":
             broker = request.getfixturevalue("mosquitto").url
+        # Tests stand in for other processes' subsystems (retained state from loopback): trusted as
+        # a node, unless a test asks for the real policy (tests/broker/test_auth.py).
+        overrides.setdefault("auth", AuthOptions(loopback_role="node"))
         config = NodeConfig(
             node_id=overrides.pop("node_id", node_id),
             data_dir=data_dir or tmp_path / "data",

@@ -38,6 +38,11 @@ class Request(BaseModel):
     def _no_wildcards(cls, value: str) -> str:
         if "+" in value or "#" in value or value.startswith("$"):
             raise ValueError("reply_to must be a plain topic (no wildcards, no $)")
+        # Else a request would make the node publish on a state, status or error topic (also on a
+        # broker whose ACL is not the node's; the embedded one checks the owner too, broker/auth.py).
+        levels = value.split("/")
+        if value.startswith("milo/") and (len(levels) < 4 or levels[2] != "reply"):
+            raise ValueError("reply_to under milo/ must be milo/<id>/reply/<client>/...")
         return value
 
 

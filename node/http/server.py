@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import base64
+import binascii
 import contextlib
 import gzip
 import http
@@ -11,6 +13,8 @@ import json
 import logging
 import mimetypes
 import socket
+import ssl
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 from websockets.exceptions import ConnectionClosed
@@ -28,7 +32,15 @@ from node.http.wire import (
     send_error,
 )
 
-__all__ = ["MqttHandler", "WebServer", "WebSocket", "tcp_proxy"]
+__all__ = ["Authorizer", "MqttHandler", "WebServer", "WebSocket", "tcp_proxy"]
+
+# (client address, (user, password) from HTTP Basic or None) -> its role, None: not allowed.
+Authorizer = Callable[[str | None, tuple[str, str] | None], Awaitable[str | None]]
+
+
+async def _everyone(_address: str | None, _credentials: tuple[str, str] | None) -> str | None:
+    return "control"
+
 
 logger = logging.getLogger(__name__)
 
@@ -36,6 +48,8 @@ MQTT_PATH = "/mqtt"
 # Text worth compressing; PNG logos are compressed already.
 COMPRESSIBLE = ("text/", "application/json", "application/manifest+json", "image/svg+xml")
 LOGO_API = "/api/logos"
+AUTH_API = "/api/auth"
+WRITE_ROLES = ("control", "node")
 LOGO_PREFIX = "/logos/"
 
 MAX_HEAD = 64 * 1024
@@ -77,6 +91,8 @@ class WebServer:
         data_dir: Path | None = None,
         max_logo_bytes: int = 2 * 1024 * 1024,
         allowed_origins: tuple[str, ...] = (),
+        authorize: Authorizer = _everyone,
+        tls: tuple[str, int, Path, Path] | None = None,  # HTTPS too: (host, port, cert, key)
     ) -> None:
         self.root = root.resolve()
         # Besides the node's own origin (the Host the browser asked for), e.g. "http://milo.local:8080".
@@ -88,7 +104,10 @@ class WebServer:
         self.max_message = max_message
         self.logo_dir = data_dir / "logos" if data_dir is not None else None
         self.max_logo_bytes = max_logo_bytes
+        self.authorize = authorize
+        self.tls = tls
         self._server: asyncio.Server | None = None
+        self._tls_server: asyncio.Server | None = None
         self._tasks: set[asyncio.Task[None]] = set()
         self._sockets: set[WebSocket] = set()
         self._uploads = 0
@@ -99,16 +118,31 @@ class WebServer:
         self._server = await asyncio.start_server(
             self._connection, self.host, self.requested_port, limit=MAX_HEAD
         )
+        if self.tls is not None:
+            host, port, cert, key = self.tls
+            context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+            context.load_cert_chain(cert, key)
+            self._tls_server = await asyncio.start_server(
+                self._connection, host, port, limit=MAX_HEAD, ssl=context
+            )
 
     @property
     def port(self) -> int:
         assert self._server is not None
         return int(self._server.sockets[0].getsockname()[1])
 
+    @property
+    def tls_port(self) -> int | None:
+        if self._tls_server is None:
+            return None
+        return int(self._tls_server.sockets[0].getsockname()[1])
+
     async def stop(self) -> None:
         if self._server is None:
             return
         self._server.close()
+        if self._tls_server is not None:
+            self._tls_server.close()
         for ws in list(self._sockets):
             ws.start_close(1001, "server shutting down")
         if self._tasks:
@@ -120,7 +154,7 @@ class WebServer:
             await asyncio.wait(left, timeout=CLOSE_TIMEOUT)
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._server.wait_closed(), CLOSE_TIMEOUT)
-        self._server = None
+        self._server = self._tls_server = None
 
     async def _connection(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         task = asyncio.current_task()
@@ -161,7 +195,8 @@ class WebServer:
             await self._route(req, reader, writer)
         except HttpError as exc:
             # The upload API answers in JSON, for the UI to show `error` and act on `code`.
-            await send_error(reader, writer, exc, as_json=req is not None and req.path == LOGO_API)
+            api = req is not None and req.path in (LOGO_API, AUTH_API)
+            await send_error(reader, writer, exc, as_json=api)
 
     async def _route(
         self, req: HttpRequest, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
@@ -183,13 +218,8 @@ class WebServer:
                 return
             self._check_origin(req)
             await self._websocket(req, reader, writer)
-        elif path == LOGO_API:
-            if self.logo_dir is None:
-                raise HttpError(http.HTTPStatus.NOT_FOUND, "this node stores no logos", "not_found")
-            if req.method != "POST":
-                raise _not_allowed("POST")
-            self._check_origin(req)
-            await self._upload(req, self.logo_dir, reader, writer)
+        elif path in (LOGO_API, AUTH_API):
+            await self._api(req, reader, writer)
         elif req.method not in ("GET", "HEAD"):
             raise _not_allowed("GET, HEAD")
         else:
@@ -199,6 +229,55 @@ class WebServer:
                 await self._static(req, writer)
             if has_body:
                 await linger(reader, writer)  # a GET with a body nobody reads
+
+    async def _api(
+        self, req: HttpRequest, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+    ) -> None:
+        """Logo uploads (a control credential when the node asks for one) and the page's login check."""
+        if req.path == LOGO_API:
+            if self.logo_dir is None:
+                raise HttpError(http.HTTPStatus.NOT_FOUND, "this node stores no logos", "not_found")
+            if req.method != "POST":
+                raise _not_allowed("POST")
+            self._check_origin(req)
+            role = await self._role(req, writer)
+            if role not in WRITE_ROLES:
+                raise HttpError(http.HTTPStatus.FORBIDDEN, f"role {role} may not upload logos", "forbidden")
+            await self._upload(req, self.logo_dir, reader, writer)
+        else:
+            if req.method != "GET":
+                raise _not_allowed("GET")
+            self._check_origin(req)
+            role = await self._role(req, writer)
+            body = json.dumps({"role": role, "write": role in WRITE_ROLES}).encode()
+            await send(writer, http.HTTPStatus.OK, body, "application/json")
+
+    async def _role(self, req: HttpRequest, writer: asyncio.StreamWriter) -> str:
+        """The client's role from HTTP Basic credentials or its address; 401 when it has none.
+
+        No WWW-Authenticate challenge: the page has its own login form, and a browser's dialog
+        would come up over it.
+        """
+        credentials = None
+        values = req.headers.get_all("Authorization")
+        if values:
+            scheme, _, token = values[0].partition(" ")
+            try:
+                user, sep, password = base64.b64decode(token.strip(), validate=True).decode().partition(":")
+            except (binascii.Error, UnicodeDecodeError):
+                sep = ""
+            if scheme.lower() != "basic" or not sep:
+                raise HttpError(http.HTTPStatus.BAD_REQUEST, "Authorization: Basic only", "bad_credentials")
+            credentials = (user, password)
+        peer = writer.get_extra_info("peername")
+        role = await self.authorize(peer[0] if peer else None, credentials)
+        if role is None:
+            if credentials is not None:
+                raise HttpError(
+                    http.HTTPStatus.UNAUTHORIZED, "wrong user name or password", "bad_credentials"
+                )
+            raise HttpError(http.HTTPStatus.UNAUTHORIZED, "log in first", "login_required")
+        return role
 
     def _check_origin(self, req: HttpRequest) -> None:
         """Refuse a browser page from another site driving the speaker (cross-site WebSocket, upload).

@@ -16,6 +16,8 @@ const nodes = new Map(); // node id -> { info, status } as discovered
 let client = null;
 let base = null;
 let anyNode = false;
+// What the page says to log in with (index.html sends it first thing; the page after a login).
+let credentials = null;
 
 const post = (message) => self.postMessage(message);
 // Paho sends a string as UTF-8 and bytes as they are; the page hands over either.
@@ -31,27 +33,62 @@ function decode(payload) {
   }
 }
 
+// The broker's CONNACK refusals (4: bad user name or password, 5: not authorized), which paho
+// reports as its error 6 with the code in the text: no retry, the page asks for a login.
+const REFUSED = 6;
+function refusal(response) {
+  if (!response || response.errorCode !== REFUSED) return null;
+  const found = /code:\s*(\d+)/.exec(response.errorMessage || '');
+  return found ? Number(found[1]) : 5;
+}
+
 function connect() {
   post({ type: 'hello', replyTo });
   const scheme = self.location.protocol === 'https:' ? 'wss' : 'ws';
-  client = new self.Paho.Client(`${scheme}://${self.location.host}/mqtt`, id);
-  client.onMessageArrived = (m) => onMessage(m.destinationName, m.payloadBytes);
-  client.onConnectionLost = () => post({ type: 'link', status: 'offline' });
+  const mine = new self.Paho.Client(`${scheme}://${self.location.host}/mqtt`, id);
+  client = mine;
+  // A client replaced by a new login must say nothing more.
+  const current = (fn) => (...args) => { if (client === mine) fn(...args); };
+  client.onMessageArrived = current((m) => onMessage(m.destinationName, m.payloadBytes));
+  client.onConnectionLost = current((response) => {
+    const code = refusal(response);
+    post(code ? { type: 'refused', code } : { type: 'link', status: 'offline' });
+  });
   // Paho reconnects by itself (reconnect: true) and calls onConnected after every (re)connection.
-  client.onConnected = () => onConnect();
-  open();
+  client.onConnected = current(() => onConnect());
+  open(mine);
 }
 
-function open() {
-  client.connect({
+function open(mine) {
+  if (client !== mine) return;
+  const login = credentials ? { userName: credentials.user, password: credentials.password } : {};
+  mine.connect({
     mqttVersion: 4,
     cleanSession: true,
     keepAliveInterval: 30,
     timeout: 5,
     reconnect: true,
+    ...login,
     // The first connection is not retried by paho itself: try again, a second apart.
-    onFailure: () => { post({ type: 'link', status: 'offline' }); setTimeout(open, 1000); },
+    onFailure: (response) => {
+      if (client !== mine) return;
+      const code = refusal(response);
+      if (code) return post({ type: 'refused', code });
+      post({ type: 'link', status: 'offline' });
+      setTimeout(() => open(mine), 1000);
+    },
   });
+}
+
+// A new login: a new connection with it (the old one, if any, is dropped).
+function login(user, password) {
+  credentials = user ? { user, password: password || '' } : null;
+  const old = client;
+  client = null;
+  if (old) {
+    try { old.disconnect(); } catch { /* it was not connected */ }
+  }
+  connect();
 }
 
 // Paho refuses an option whose value is undefined: onSuccess only where something waits on it.
@@ -134,7 +171,8 @@ self.onmessage = (event) => {
   const message = event.data;
   if (message.type === 'publish' && client && client.isConnected() && base) {
     client.publish(`${base}/${message.path}`, encode(message.payload), 1, false);
+  } else if (message.type === 'auth') {
+    login(message.user, message.password);
   }
 };
-
-connect();
+// No connect until the page said what to log in with: its first message, sent with the worker's start.

@@ -1,5 +1,6 @@
 // Start-up: language, the MQTT link, the dock of views, and the one render loop they share.
 import * as node from './node.js';
+import { install as installLogin } from './login.js';
 import { h, icon, toast, clear } from './dom.js';
 import { t, tOr, setLanguage, remembered, onLanguage } from './i18n.js';
 import playing from './views/playing.js';
@@ -88,7 +89,7 @@ function header() {
 // Every error the node returns for this page's commands is shown: the translated code, then
 // the node's own words.
 function showError(error) {
-  const title = tOr(`err.${error.code}`, t('err.other'), { code: error.code });
+  const title = error.code === 'forbidden' ? t('login.forbidden') : tOr(`err.${error.code}`, t('err.other'), { code: error.code });
   toast(title, error.error || '');
 }
 
@@ -102,6 +103,7 @@ async function start() {
   // First: the link's first connect overlaps the rest of start-up.
   node.connect();
   build();
+  installLogin();
   // The language this screen used last paints the first frame; the node's `ui` topic then rules.
   const language = setLanguage(remembered()).catch((e) => console.warn(e));
   node.onChange(render);

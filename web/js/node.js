@@ -7,9 +7,10 @@ const REQUEST_TIMEOUT_MS = 15000;
 
 export const state = new Map(); // path under the base ("volume", "source/radio", ...) -> JSON or text
 // `settled`: the node's retained state has arrived whole since the last (re)subscription.
-export const link = { status: 'connecting', nodeId: null, base: null, settled: false };
+export const link = { status: 'connecting', nodeId: null, base: null, settled: false, readOnly: false, refused: 0 };
 
 const listeners = new Set();
+const refusedListeners = new Set();
 const errorListeners = new Set();
 const recent = []; // this page's commands: { topic, payload, at, onError }
 const pending = new Map(); // request id -> { resolve, timer }
@@ -46,10 +47,30 @@ export function absent(path) {
   return isAbsent(value) ? value : null;
 }
 
+// fn(code) when the broker refuses this page's connection: 4 wrong login, 5 a login is needed.
+export function onRefused(fn) {
+  refusedListeners.add(fn);
+}
+
+// Connect again with this login (null: anonymously).
+export function login(user, password) {
+  link.refused = 0;
+  link.status = 'connecting';
+  if (worker) worker.postMessage({ type: 'auth', user, password });
+}
+
 // index.html starts the worker before any module loads, and queues what it says meanwhile.
 export function connect() {
   performance.mark('milo-connect');
-  worker = self.miloLink || new Worker(`js/link.js${location.search}`, { type: 'module' });
+  if (!self.miloLink) {
+    // Started here, not by index.html: it waits for a login (none, or the remembered one) too.
+    worker = new Worker(`js/link.js${location.search}`, { type: 'module' });
+    let saved = null;
+    try { saved = JSON.parse(localStorage.getItem('milo.login') || 'null'); } catch { /* none */ }
+    worker.postMessage({ type: 'auth', user: saved?.user ?? null, password: saved?.password ?? null });
+  } else {
+    worker = self.miloLink;
+  }
   const early = self.miloEarly || [];
   self.miloEarly = [];
   worker.onmessage = (event) => receive(event.data);
@@ -61,8 +82,17 @@ function receive(message) {
     case 'hello':
       replyTo = message.replyTo;
       break;
+    case 'refused': // the broker wants a (another) login: js/login.js asks for it
+      link.refused = message.code;
+      link.status = 'offline';
+      for (const fn of refusedListeners) fn(message.code);
+      schedule();
+      break;
     case 'link':
-      if (message.status === 'connected') performance.mark('milo-connected');
+      if (message.status === 'connected') {
+        performance.mark('milo-connected');
+        link.refused = 0;
+      }
       link.status = message.status;
       schedule();
       break;
@@ -122,7 +152,7 @@ function remember(command) {
 
 // Send a command to `<base>/<path>`; false when there is no node to send it to.
 export function send(path, payload, { onError: callback } = {}) {
-  if (!worker || link.status !== 'connected' || !link.base) return false;
+  if (!worker || link.status !== 'connected' || !link.base || link.readOnly) return false;
   const text = encode(payload);
   remember({ topic: `${link.base}/${path}`, payload: text, at: Date.now(), onError: callback });
   worker.postMessage({ type: 'publish', path, payload: text });

@@ -3,6 +3,7 @@
 import * as node from '../node.js';
 import { h, icon, clear, logo, notAvailable, toast } from '../dom.js';
 import { t, tOr } from '../i18n.js';
+import { authHeaders } from '../login.js';
 
 const TABS = ['favorites', 'search', 'custom', 'broken'];
 const PAGE = 30;
@@ -206,7 +207,7 @@ async function upload() {
   el.logoFile.value = '';
   if (!file) return;
   try {
-    const response = await fetch('/api/logos', { method: 'POST', body: file, headers: { 'Content-Type': file.type || 'application/octet-stream' } });
+    const response = await fetch('/api/logos', { method: 'POST', body: file, headers: { 'Content-Type': file.type || 'application/octet-stream', ...authHeaders() } });
     const body = await response.json().catch(() => ({}));
     if (!response.ok) throw Object.assign(new Error(body.error || `HTTP ${response.status}`), { code: body.code });
     setLogo(body.url);

@@ -1,0 +1,274 @@
+"""Who may connect to the embedded broker, and what each client's role lets it publish and subscribe."""
+
+# Roles (README, Security): `node` may do everything (another node process: a satellite, `--only`;
+# the node's own subsystems reach the broker in-process and are never checked); `control` reads
+# everything and publishes commands (`.../set`, `.../get`, request topics) and anything outside
+# `milo/`, never retained under `milo/`; `read` publishes nothing. A request's `reply_to` must lie
+# outside `milo/` or under `milo/<id>/reply/<its user or client id>/`, and replies there reach only
+# that client. The check runs where amqtt reads the CONNECT, before amqtt touches any existing
+# session of that client id (a refused client never kicks out or rewrites a connected one).
+
+from __future__ import annotations
+
+import ipaddress
+import json
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from amqtt.errors import MQTTError
+from amqtt.mqtt.connack import BAD_USERNAME_PASSWORD, NOT_AUTHORIZED, ConnackPacket
+from amqtt.mqtt.protocol.broker_handler import BrokerProtocolHandler
+
+logger = logging.getLogger(__name__)
+
+Anonymous = Literal["loopback", "all", "none"]
+Verifier = Callable[[str, str], Awaitable[str | None]]  # (user, password) -> role, None: wrong
+REPORTS_PER_SECOND = 5  # refusals reported on `<base>/error` per client; beyond that, only counted
+MAX_INSPECTED = 64 * 1024  # a command payload read for its reply_to; a bigger one is refused
+
+
+@dataclass(frozen=True)
+class Grant:
+    """What one connection may do; kept on its session."""
+
+    role: str
+    owner: str  # the user name, else the client id: the name of its reply namespace
+    user: str | None = None
+    # Acts as a node under other nodes' bases (`milo/<another id>/`), never under this node's own:
+    # anonymous clients while no user exists, so a satellite (`milo run --only volume` under its own
+    # id on this broker) keeps working on a fresh install.
+    other_bases: bool = False
+
+
+@dataclass(frozen=True)
+class Refusal:
+    """A PUBLISH, will or SUBSCRIBE refused, for the node to report on `<base>/error`."""
+
+    client_id: str
+    user: str | None
+    role: str
+    topic: str
+    payload: bytes
+    reason: str
+
+
+@dataclass
+class AuthPolicy:
+    """The embedded broker's admission and topic rules, filled in by the node."""
+
+    verify: Verifier
+    has_users: Callable[[], bool]
+    request_paths: frozenset[str] = frozenset()
+    own_base: str = ""  # "milo/<node id>/": what only a node may write to, whatever else is allowed
+    anonymous: Anonymous = "loopback"
+    anonymous_lan_role: str = "read"
+    loopback_role: str = "control"
+    on_refused: Callable[[Refusal], None] | None = None
+    _reports: dict[str, tuple[int, int]] = field(default_factory=dict)  # client -> (second, count)
+
+    # CONNECT -----------------------------------------------------------------------------------
+    def anonymous_role(self, address: str | None) -> str | None:
+        """The role an anonymous client from `address` gets; None: it must log in."""
+        if self.anonymous == "none":
+            return None
+        if is_loopback(address):
+            return self.loopback_role  # the kiosk and scripts on the node's own host
+        if self.anonymous == "all":
+            return self.anonymous_lan_role
+        # "loopback": a fresh install (no user yet) still works from a phone on the LAN.
+        return None if self.has_users() else "control"
+
+    async def admit(self, session: Any, address: str | None) -> Grant | int:
+        """A Grant, or the CONNACK return code refusing the client (4 bad credentials, 5 not allowed)."""
+        client_id = session.client_id or ""
+        if session.username:
+            role = await self.verify(session.username, session.password or "")
+            if role is None:
+                logger.info("%s: refused, bad user name or password for %r", client_id, session.username)
+                return int(BAD_USERNAME_PASSWORD)
+            grant = Grant(role, session.username, session.username)
+        else:
+            anonymous = self.anonymous_role(address)
+            if anonymous is None:
+                logger.info("%s from %s: refused, anonymous clients must log in here", client_id, address)
+                return int(NOT_AUTHORIZED)
+            fresh = not self.has_users() and anonymous == "control"
+            grant = Grant(anonymous, client_id, other_bases=fresh and bool(self.own_base))
+        if session.will_flag and session.will_topic:
+            message = session.will_message or b""
+            why = self.may_publish(grant, client_id, session.will_topic, bool(session.will_retain), message)
+            if why is not None:
+                logger.info("%s: refused, its will on %s: %s", client_id, session.will_topic, why)
+                self.refused(grant, client_id, session.will_topic, bytes(message), f"will: {why}")
+                return int(NOT_AUTHORIZED)
+        return grant
+
+    # PUBLISH -----------------------------------------------------------------------------------
+    def may_publish(  # noqa: PLR0911 - one return per rule
+        self, grant: Grant, client_id: str, topic: str, retain: bool, payload: bytes
+    ) -> str | None:
+        """None when allowed, else why not."""
+        if grant.role == "node":
+            return None
+        if grant.role != "control":
+            return f"role {grant.role} may not publish"
+        if not topic.startswith("milo/"):
+            return None
+        if grant.other_bases and not topic.startswith(self.own_base):
+            return None
+        levels = topic.split("/")
+        rest = levels[2:]
+        command = bool(rest) and (
+            (len(rest) >= 2 and rest[-1] in ("set", "get")) or "/".join(rest) in self.request_paths
+        )
+        if not command:
+            return "only the node publishes status, state and error topics"
+        if retain and payload:
+            # An empty one only clears a command someone retained on another broker before.
+            return "only the node publishes retained messages under milo/"
+        if b"reply_to" in payload:
+            return self._check_reply_to(grant, client_id, payload)
+        return None
+
+    def _check_reply_to(self, grant: Grant, client_id: str, payload: bytes) -> str | None:
+        if len(payload) > MAX_INSPECTED:
+            return f"a request over {MAX_INSPECTED} bytes"
+        try:
+            value = json.loads(payload)
+        except (ValueError, RecursionError):
+            return None  # not JSON: the node answers invalid_payload itself
+        reply_to = value.get("reply_to") if isinstance(value, dict) else None
+        if not isinstance(reply_to, str) or not reply_to.startswith("milo/"):
+            return None
+        levels = reply_to.split("/")
+        if len(levels) >= 4 and levels[2] == "reply" and levels[3] in (grant.owner, client_id):
+            return None
+        return f"reply_to under milo/ must be milo/<id>/reply/{grant.owner}/..."
+
+    # SUBSCRIBE, delivery -----------------------------------------------------------------------
+    @staticmethod
+    def may_subscribe(grant: Grant, client_id: str, topic_filter: str) -> str | None:
+        if grant.role == "node":
+            return None
+        levels = topic_filter.split("/")
+        if (
+            len(levels) >= 4
+            and levels[0] == "milo"
+            and levels[2] == "reply"
+            and levels[3] not in ("+", "#", grant.owner, client_id)
+        ):
+            return "another client's replies"
+        return None
+
+    @staticmethod
+    def may_receive(grant: Grant | None, client_id: str, topic: str) -> bool:
+        """Replies under `milo/<id>/reply/<owner>/` reach their owner only (and nodes)."""
+        if grant is None or grant.role == "node":
+            return True
+        levels = topic.split("/", 4)
+        return len(levels) < 4 or levels[3] in (grant.owner, client_id)
+
+    # Reports -----------------------------------------------------------------------------------
+    def refused(self, grant: Grant, client_id: str, topic: str, payload: bytes, reason: str) -> None:
+        if self.on_refused is None:
+            return
+        second = int(time.monotonic())
+        last, count = self._reports.get(client_id, (second, 0))
+        count = count + 1 if last == second else 1
+        if len(self._reports) > 1024:
+            self._reports.clear()
+        self._reports[client_id] = (second, count)
+        if count > REPORTS_PER_SECOND:
+            return
+        self.on_refused(Refusal(client_id, grant.user, grant.role, topic, payload, reason))
+
+
+def is_loopback(address: str | None) -> bool:
+    if not address:
+        return False
+    try:
+        ip = ipaddress.ip_address(address.split("%")[0])
+    except ValueError:
+        return False
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        ip = ip.ipv4_mapped
+    return ip.is_loopback
+
+
+def grant_of(session: Any) -> Grant | None:
+    grant: Grant | None = getattr(session, "milo_grant", None)
+    return grant
+
+
+def policy_of(plugins_manager: Any) -> AuthPolicy | None:
+    policy: AuthPolicy | None = getattr(plugins_manager, "milo_policy", None)
+    return policy
+
+
+# Patches ----------------------------------------------------------------------------------------
+_original: dict[str, Any] = {}
+
+
+async def _init_from_connect(
+    cls: Any, reader: Any, writer: Any, plugins_manager: Any, loop: Any = None
+) -> tuple[BrokerProtocolHandler, Any]:
+    handler, session = await _original["init_from_connect"](cls, reader, writer, plugins_manager, loop)
+    policy = policy_of(plugins_manager)
+    if policy is None:
+        return handler, session
+    peer = writer.get_peer_info()
+    try:
+        decision: Grant | int = await policy.admit(session, peer[0] if peer else None)
+    except Exception:
+        # amqtt would not release the connection's slot for an exception it does not expect.
+        logger.exception("%s: admission failed; refused", session.client_id)
+        decision = int(NOT_AUTHORIZED)
+    if isinstance(decision, int):
+        # amqtt sends 5 for every refusal, and only after a same-id client was already taken over.
+        await ConnackPacket.build(0, decision).to_stream(writer)
+        await writer.close()
+        raise MQTTError(f"connection refused ({decision})")
+    handler.milo_grant = decision
+    session.milo_grant = decision
+    return handler, session
+
+
+async def _handle_client_session(self: Any, reader: Any, writer: Any, client_session: Any, handler: Any,
+                                 *args: Any) -> None:  # fmt: skip
+    # A persistent session found again is amqtt's own object: it takes this connection's grant.
+    grant = getattr(handler, "milo_grant", None)
+    if grant is not None:
+        client_session.milo_grant = grant
+    await _original["_handle_client_session"](self, reader, writer, client_session, handler, *args)
+
+
+async def _add_subscription(self: Any, subscription: tuple[str, int], session: Any) -> int:
+    policy = policy_of(self.plugins_manager)
+    grant = grant_of(session)
+    if policy is not None and grant is not None:
+        why = policy.may_subscribe(grant, session.client_id or "", subscription[0])
+        if why is not None:
+            logger.info("%s may not subscribe to %s: %s", session.client_id, subscription[0], why)
+            return 0x80
+    result: int = await _original["add_subscription"](self, subscription, session)
+    return result
+
+
+def apply() -> None:
+    """Install the admission and subscription checks (a broker without a policy checks nothing)."""
+    if _original:
+        return
+    from amqtt.broker import Broker  # noqa: PLC0415 - beside the handler's import above
+
+    _original["init_from_connect"] = BrokerProtocolHandler.init_from_connect.__func__
+    BrokerProtocolHandler.init_from_connect = classmethod(_init_from_connect)
+    _original["_handle_client_session"] = Broker._handle_client_session
+    Broker._handle_client_session = _handle_client_session
+    _original["add_subscription"] = Broker.add_subscription
+    Broker.add_subscription = _add_subscription
+
+
+__all__ = ["AuthPolicy", "Grant", "Refusal", "apply", "grant_of", "is_loopback", "policy_of"]
