@@ -13,8 +13,9 @@ from amqtt.adapters import WebSocketsReader, WebSocketsWriter
 from amqtt.broker import Broker
 from amqtt.errors import BrokerError
 
-from broker import patches
+from broker import limits, patches
 from broker.fastpath import FastPath
+from broker.limits import Limits, LimitSettings, Violation
 from broker.retained import RetainedStore
 
 logger = logging.getLogger(__name__)
@@ -44,6 +45,9 @@ class BrokerSettings:
     # Seconds past a client's keep-alive before it is dropped and its will is sent.
     keepalive_grace: int = 2
     force_retained: dict[str, str] = field(default_factory=dict)
+    limits: LimitSettings = field(default_factory=LimitSettings)
+    # (code, client id, topic, message) for every client refused or cut off by a limit.
+    on_violation: Violation | None = None
 
 
 class EmbeddedBroker:
@@ -53,6 +57,7 @@ class EmbeddedBroker:
         self.settings = settings
         self._broker: Broker | None = None
         self._fast: FastPath | None = None
+        self.limits: Limits | None = None
         self._store: RetainedStore | None = None
 
     def _config(self) -> dict[str, Any]:
@@ -79,6 +84,9 @@ class EmbeddedBroker:
         patches.apply(self.settings.max_packet)
         self._broker = Broker(self._config())
         self._fast = FastPath(self._broker)
+        limits.apply()
+        self.limits = Limits(self._broker, self.settings.limits)
+        self.limits.on_violation = self.settings.on_violation
         for plugin in self._broker.plugins_manager.plugins:
             if isinstance(plugin, RetainedStore):
                 self._store = plugin

@@ -13,14 +13,15 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from broker import BrokerSettings, EmbeddedBroker, InboundMessage
+from broker import BrokerSettings, EmbeddedBroker, InboundMessage, LimitSettings
 from node import __version__, registry
 from node.config import NodeConfig
 from node.framework.backoff import Backoff
 from node.framework.bus import BrokerURL, Bus, LocalBus, Message
+from node.framework.payloads import ErrorPayload
 from node.framework.runner import Runner
 from node.framework.store import Store
-from node.framework.subsystem import NodeFacts, StatusBoard, Subsystem
+from node.framework.subsystem import EVENT_QOS, NodeFacts, StatusBoard, Subsystem
 from node.framework.topics import Topics
 from node.http.server import WebServer, tcp_proxy
 
@@ -89,6 +90,15 @@ class Node:
                     flush_delay=cfg.mqtt.retained_flush_s,
                     keepalive_grace=cfg.mqtt.keepalive_grace_s,
                     force_retained={self.topics.status: "offline"},
+                    limits=LimitSettings(
+                        connect_timeout_s=cfg.mqtt.connect_timeout_s,
+                        max_connections=cfg.mqtt.max_connections,
+                        max_subscriptions=cfg.mqtt.max_subscriptions,
+                        rate=cfg.mqtt.rate,
+                        burst=cfg.mqtt.burst,
+                        rate_grace_s=cfg.mqtt.rate_grace_s,
+                    ),
+                    on_violation=self._on_limit,
                 )
             )
             await self.broker.start()
@@ -191,6 +201,17 @@ class Node:
             return
         logger.warning("another client set %s to %r; said online again", message.topic, message.payload[:20])
         task = asyncio.create_task(self.bus.publish(self.topics.status, b"online", retain=True))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    def _on_limit(self, code: str, client_id: str, topic: str, message: str) -> None:
+        """A client refused or cut off by the broker's limits: an error record names it."""
+        if self.bus is None or self._stopping:
+            return
+        error = ErrorPayload(topic=topic, payload="", error=message, code=code)
+        task = asyncio.create_task(
+            self.bus.publish(self.topics.error, error.model_dump_json().encode(), qos=EVENT_QOS)
+        )
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
