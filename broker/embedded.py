@@ -158,6 +158,11 @@ class EmbeddedBroker:
             else:
                 await asyncio.sleep(0.002)  # the broadcast loop picks the queue up on its next turn
 
+    @property
+    def problems(self) -> list[str]:
+        """What was wrong with the retained store's file at start (set aside, reported by the node)."""
+        return list(self._store.problems) if self._store is not None else []
+
     def flush(self) -> None:
         if self._store is not None:
             self._store.flush()

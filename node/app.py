@@ -107,6 +107,11 @@ class Node:
             bus = local
             on_mqtt = self.broker.ws_connected
         self.bus = bus
+        for problem in self.broker.problems if self.broker is not None else []:
+            # Like a subsystem's corrupt file: in info's notices, and an error record now.
+            self.board.notice(f"broker: {problem}")
+            error = ErrorPayload(topic="", payload="", error=problem, code="corrupt_store")
+            await bus.publish(self.topics.error, error.model_dump_json().encode(), qos=EVENT_QOS)
         self.web = WebServer(
             cfg.web_root,
             on_mqtt,
