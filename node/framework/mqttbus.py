@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import logging
 import secrets
+import socket
 
 import aiomqtt
 from aiomqtt.exceptions import MqttConnectError
@@ -62,6 +63,8 @@ class MqttBus(Bus):
                 will=aiomqtt.Will(self._will_topic, b"offline", qos=1, retain=True),
                 keepalive=30,
                 protocol=self.protocol,
+                # Nagle held a state reply for the broker's delayed ACK: 40 ms per round trip.
+                socket_options=[(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)],
             )
             try:
                 async with client:
