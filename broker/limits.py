@@ -8,7 +8,10 @@
 # that fall back to amqtt's own when a broker has no Limits); the PUBLISH rate is checked by the
 # patched reader loop (broker/handler.py) through `throttle`. A client over its rate is throttled
 # first: its reads pause, so TCP (or the WebSocket's flow control) pushes back on the sender and
-# the broker spends nothing on it. One that is still over after `rate_grace_s` is disconnected.
+# the broker spends nothing on it. One throttled for `rate_grace_s` without letting its bucket
+# refill to half (a pause of burst / 2 / rate seconds) is disconnected: a paused reader hands a
+# flooder one token per read, so "over the rate right now" alone would miss it whenever the
+# event loop is slower than the pause.
 # Every refusal or disconnection is handed to `on_violation`, which the node turns into an error
 # record on `<base>/error`. Private amqtt API: re-verify before any upgrade.
 
@@ -56,7 +59,7 @@ Violation = Callable[[str, str, str, str], None]  # (code, client id, topic, mes
 
 @dataclass
 class _Bucket:
-    """A token bucket per connection; `since` is when it first ran dry without refilling since."""
+    """A token bucket per connection; `since`: when it ran dry, until it refills to half."""
 
     tokens: float
     stamp: float
@@ -97,8 +100,10 @@ class Limits:
             bucket = self._buckets[handler] = _Bucket(float(s.burst), now)
         bucket.tokens = min(float(s.burst), bucket.tokens + (now - bucket.stamp) * s.rate)
         bucket.stamp = now
-        if bucket.tokens >= 1.0:
+        if bucket.tokens >= s.burst / 2:
+            # Refilled to half: the client paused (about a second at the defaults), not a flooder.
             bucket.since = None
+        if bucket.tokens >= 1.0:
             bucket.tokens -= 1.0
             return
         client_id = handler.session.client_id if handler.session else "?"
