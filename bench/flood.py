@@ -15,7 +15,6 @@ import signal
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -91,10 +90,8 @@ def measure(pair: NodePair, kind: str) -> Run:
     run.quiet = [trip(client, base) for _ in range(QUIET_TRIPS)]
     args = [sys.executable, "-m", "bench.flood", "--flooder", str(port), base, str(FLOOD_RATE), str(FLOOD_S)]
     flooder = subprocess.Popen(args, stdout=subprocess.PIPE, text=True)
-    done = threading.Event()
-    threading.Thread(target=lambda: (flooder.wait(), done.set()), daemon=True).start()
     time.sleep(SETTLE_S)  # the flood's start, then measured while it lasts
-    while not done.is_set():
+    while flooder.poll() is None:
         try:
             run.flooded.append(trip(client, base))
         except TimeoutError:
