@@ -43,6 +43,7 @@ bench: deps $(STAMP)
 	$(BIN)/python -m bench.source_switch
 	$(BIN)/python -m bench.multiroom
 	$(BIN)/python -m bench.flood
+	$(BIN)/python -m bench.crash
 
 clean:
 	rm -rf $(VENV) .venv-ha .mypy_cache .ruff_cache .pytest_cache
