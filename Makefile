@@ -43,6 +43,7 @@ bench: deps $(STAMP)
 	$(BIN)/python -m bench.source_switch
 	$(BIN)/python -m bench.multiroom
 	$(BIN)/python -m bench.flood
+	$(BIN)/python -m bench.flood --languages fr
 	$(BIN)/python -m bench.crash
 
 clean:

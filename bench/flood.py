@@ -29,10 +29,11 @@ QUIET_TRIPS = 500
 TRIP_TIMEOUT = 30.0  # one round trip on a flooded broker can take seconds; that is the finding
 SETTLE_S = 0.5  # flooding before the measurement starts: the broker is in its steady flooded state
 BACKLOG_CAP_S = 30.0
+PACE_S = 0.01
 TARGET_RATIO = 2.0  # others' p99 during the flood within 2x of quiet, on the embedded broker
 
 
-def flood(port: int, base: str, rate: int, seconds: float) -> None:
+def flood(port: int, base: str, rate: int, seconds: float, languages: tuple[str, ...]) -> None:
     """The flooder process: prints `sent <n> closed_after <s|none>` when done."""
     import socket  # noqa: PLC0415 - only the flooder process needs it
 
@@ -40,7 +41,7 @@ def flood(port: int, base: str, rate: int, seconds: float) -> None:
     sock.sendall(connect_packet("flooder", 60))
     sock.recv(4)
     packets = [
-        publish_packet(f"{base}/ui/set", json.dumps({"language": lang}).encode()) for lang in ("fr", "en")
+        publish_packet(f"{base}/ui/set", json.dumps({"language": lang}).encode()) for lang in languages
     ]
     batch = b"".join(packets * (rate // 200))  # 10 ms of the flood
     sent, closed = 0, None
@@ -72,6 +73,9 @@ class Run:
 
 
 def trip(client: Client, base: str) -> float:
+    """One round trip, then a pause: 100 a second, half the per-client rate (the measuring client
+    is a client like any other, and back-to-back trips would be a flood of their own)."""
+    time.sleep(PACE_S)  # pacing the requests, not waiting for an event
     client.got.clear()
     t0 = time.perf_counter()
     client.publish(f"{base}/info/get", b"")
@@ -79,7 +83,7 @@ def trip(client: Client, base: str) -> float:
     return (time.perf_counter() - t0) * 1000
 
 
-def measure(pair: NodePair, kind: str) -> Run:
+def measure(pair: NodePair, kind: str, languages: str) -> Run:
     port, base = pair.ports[kind], pair.bases[kind]
     run = Run()
     client = Client(port)
@@ -89,6 +93,7 @@ def measure(pair: NodePair, kind: str) -> Run:
         trip(client, base)
     run.quiet = [trip(client, base) for _ in range(QUIET_TRIPS)]
     args = [sys.executable, "-m", "bench.flood", "--flooder", str(port), base, str(FLOOD_RATE), str(FLOOD_S)]
+    args += ["--languages", languages]
     flooder = subprocess.Popen(args, stdout=subprocess.PIPE, text=True)
     time.sleep(SETTLE_S)  # the flood's start, then measured while it lasts
     while flooder.poll() is None:
@@ -156,13 +161,21 @@ def main() -> int:
     parser.add_argument(
         "--flooder", nargs=4, metavar=("PORT", "BASE", "RATE", "SECONDS"), help=argparse.SUPPRESS
     )
+    parser.add_argument(
+        "--languages",
+        default="fr,en",
+        help="what the flood sets, in turn: fr,en (default) changes the state and saves a file every"
+        " time; fr changes nothing after the first",
+    )
     args = parser.parse_args()
+    languages = tuple(args.languages.split(","))
     if args.flooder:
         port, base, rate, seconds = args.flooder
-        flood(int(port), base, int(rate), float(seconds))
+        flood(int(port), base, int(rate), float(seconds), languages)
         return 0
     with tempfile.TemporaryDirectory(prefix="milo-bench-flood-") as tmp, node_pair(Path(tmp)) as pair:
-        runs = {kind: measure(pair, kind) for kind in KINDS}
+        runs = {kind: measure(pair, kind, args.languages) for kind in KINDS}
+        print(f"`ui/set` in turn: {args.languages}\n")
         print(table(runs), flush=True)
     e = runs["embedded"]
     ok = pct(e.flooded, 99) <= TARGET_RATIO * pct(e.quiet, 99) and e.closed_after != "none"
