@@ -8,7 +8,9 @@
 # that fall back to amqtt's own when a broker has no Limits); the PUBLISH rate is checked by the
 # patched reader loop (broker/handler.py) through `throttle`. A client over its rate is throttled
 # first: its reads pause, so TCP (or the WebSocket's flow control) pushes back on the sender and
-# the broker spends nothing on it. One throttled for `rate_grace_s` without letting its bucket
+# the broker spends nothing on it. Only a client that pipelines is throttled: one that waits for
+# each answer before its next request cannot outrun the node and is left alone (benchmarks do
+# thousands of round trips a second). One throttled for `rate_grace_s` without letting its bucket
 # refill to half (a pause of burst / 2 / rate seconds) is disconnected: a paused reader hands a
 # flooder one token per read, so "over the rate right now" alone would miss it whenever the
 # event loop is slower than the pause.
@@ -106,6 +108,12 @@ class Limits:
         if bucket.tokens >= 1.0:
             bucket.tokens -= 1.0
             return
+        if not _backlogged(handler):
+            # Over the rate but waiting for each answer (request, reply, request): such a client
+            # goes no faster than the node answers it and leaves others their turn; a flooder
+            # always has its next packets read and waiting.
+            bucket.tokens = 0.0
+            return
         client_id = handler.session.client_id if handler.session else "?"
         if bucket.since is None:
             bucket.since = now
@@ -161,6 +169,16 @@ class Limits:
             for cid, (session, _) in self.broker._sessions.items()
             if cid != except_id and session.transitions.is_connected()
         )
+
+
+def _backlogged(handler: BrokerProtocolHandler) -> bool:
+    """Whether the client's next bytes are already read and waiting (it sends faster than it is read).
+
+    Known for TCP (asyncio's StreamReader buffer); a WebSocket reader's queue is not looked into,
+    so there the rate alone decides.
+    """
+    buffer = getattr(getattr(handler.reader, "_reader", None), "_buffer", None)
+    return buffer is None or len(buffer) > 0
 
 
 _closing: set[asyncio.Future[Any]] = set()

@@ -186,3 +186,31 @@ async def test_connections_past_the_limit_are_refused_and_named(run_node: NodeFa
         writer.close()
         for w in (second[1], again[1]):
             w.close()
+
+
+async def test_a_client_that_waits_for_each_answer_is_never_throttled(run_node: NodeFactory) -> None:
+    # Request, reply, request...: it goes no faster than the broker answers it, so its rate alone
+    # is no reason to pause it (the benchmarks make thousands of round trips a second).
+    options = MqttOptions(rate=50.0, burst=10, rate_grace_s=0.5)
+    async with run_node(mqtt=options) as r, probe(r.port) as p:
+        await p.subscribe(f"{r.base}/error")
+        mark = p.mark()
+        reader, writer, _ = await _connect(r.port, "asker-1")
+        writer.write(subscribe_packet(1, "rt/x"))
+        await writer.drain()
+        buf = b""
+        loop = asyncio.get_running_loop()
+        start = loop.time()
+        trips = 0
+        while loop.time() - start < 2.0 or trips < 200:  # well past burst, rate and grace
+            writer.write(publish_packet("rt/x", b"%d" % trips))
+            await writer.drain()
+            while True:
+                packets, buf = parse_packets(buf)
+                if any(first >> 4 == 3 for first, _ in packets):
+                    break
+                buf += await asyncio.wait_for(reader.read(4096), 5)
+            trips += 1
+        assert trips / (loop.time() - start) > 50 * 2, trips  # faster than the rate, not paused
+        await p.quiet(f"{r.base}/error", after=mark, probe_topic="test/flush")
+        writer.close()
