@@ -45,6 +45,9 @@ bench: deps $(STAMP)
 	$(BIN)/python -m bench.auth
 	$(BIN)/python -m bench.source_switch
 	$(BIN)/python -m bench.multiroom
+	$(BIN)/python -m bench.flood
+	$(BIN)/python -m bench.flood --languages fr
+	$(BIN)/python -m bench.crash
 
 clean:
 	rm -rf $(VENV) .venv-ha .cache/node-red .mypy_cache .ruff_cache .pytest_cache

@@ -13,9 +13,10 @@ from amqtt.adapters import WebSocketsReader, WebSocketsWriter
 from amqtt.broker import Broker
 from amqtt.errors import BrokerError
 
-from broker import patches
+from broker import limits, patches
 from broker.auth import AuthPolicy
 from broker.fastpath import FastPath
+from broker.limits import Limits, LimitSettings, Violation
 from broker.retained import RetainedStore
 
 logger = logging.getLogger(__name__)
@@ -53,6 +54,9 @@ class BrokerSettings:
     tls_host: str | None = None
     certfile: Path | None = None
     keyfile: Path | None = None
+    limits: LimitSettings = field(default_factory=LimitSettings)
+    # (code, client id, topic, message) for every client refused or cut off by a limit.
+    on_violation: Violation | None = None
 
 
 class EmbeddedBroker:
@@ -62,6 +66,7 @@ class EmbeddedBroker:
         self.settings = settings
         self._broker: Broker | None = None
         self._fast: FastPath | None = None
+        self.limits: Limits | None = None
         self._store: RetainedStore | None = None
 
     def _config(self) -> dict[str, Any]:
@@ -100,6 +105,9 @@ class EmbeddedBroker:
         if self.settings.policy is not None:
             self._broker.plugins_manager.milo_policy = self.settings.policy
             self._fast.policy = self.settings.policy
+        limits.apply()
+        self.limits = Limits(self._broker, self.settings.limits)
+        self.limits.on_violation = self.settings.on_violation
         for plugin in self._broker.plugins_manager.plugins:
             if isinstance(plugin, RetainedStore):
                 self._store = plugin
@@ -176,6 +184,11 @@ class EmbeddedBroker:
                 await asyncio.wait(pending, timeout=max(0.0, deadline - asyncio.get_running_loop().time()))
             else:
                 await asyncio.sleep(0.002)  # the broadcast loop picks the queue up on its next turn
+
+    @property
+    def problems(self) -> list[str]:
+        """What was wrong with the retained store's file at start (set aside, reported by the node)."""
+        return list(self._store.problems) if self._store is not None else []
 
     def flush(self) -> None:
         if self._store is not None:

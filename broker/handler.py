@@ -48,7 +48,7 @@ from amqtt.mqtt.pubrec import PubrecPacket
 from amqtt.mqtt.pubrel import PubrelPacket
 from amqtt.session import IncomingApplicationMessage
 
-from broker import fastpath
+from broker import fastpath, limits
 from broker.fastpath import FastPath
 
 logger = logging.getLogger(__name__)
@@ -182,6 +182,7 @@ async def _handle_one(
     kind, length = header.packet_type, header.remaining_length
     if kind == PUBLISH:
         message = parse_publish(header.flags, await read_or_raise(reader, length) if length else b"")
+        await limits.throttle(self, message.topic)  # reads pause while the client is over its rate
         if message.qos == 0 and header.flags & 0x08:
             logger.warning("[MQTT-3.3.1-2] DUP set on a QoS 0 PUBLISH: ignored")
         else:
@@ -224,6 +225,8 @@ async def _reader_loop(self: BrokerProtocolHandler) -> None:
         except MalformedPacketError as exc:
             logger.warning("%s, closing", exc)
             break
+        except limits.ClientLimitError:
+            break  # reported by broker/limits.py
         except MQTTError:
             logger.debug("message discarded")
         except asyncio.CancelledError:

@@ -9,6 +9,7 @@ import json
 import logging
 import os
 import threading
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -45,6 +46,8 @@ class RetainedStore(BasePlugin):  # type: ignore[misc]
         self._dirty = asyncio.Event()
         self._writing = threading.Lock()
         self._task: asyncio.Task[None] | None = None
+        # What was wrong with the file at load, for the node to report (`<base>/error`, info's notices).
+        self.problems: list[str] = []
 
     async def on_broker_pre_start(self) -> None:
         self._load()
@@ -55,23 +58,45 @@ class RetainedStore(BasePlugin):  # type: ignore[misc]
         self._task = asyncio.create_task(self._flusher(), name="retained-store")
 
     def _load(self) -> None:
+        """Restore the saved messages; a file of the wrong shape or with bad entries is set aside.
+
+        The good entries are kept (and saved anew); the file as it was goes to
+        `retained.json.corrupt-<time>`, never deleted, as the subsystems' files are (node/framework/
+        store.py). An entry with a bad QoS broke every matching SUBSCRIBE before.
+        """
         if not self._path.exists():
             return
         try:
-            entries = json.loads(self._path.read_bytes())
-            for topic, (b64, qos) in entries.items():
-                data = base64.b64decode(b64)
-                self.context.retained_messages[topic] = RetainedApplicationMessage(None, topic, data, qos)
-        except (ValueError, TypeError, OSError) as exc:
-            aside = self._path.with_name(self._path.name + ".corrupt")
-            with contextlib.suppress(OSError):
-                os.replace(self._path, aside)
-            logger.error(
-                "retained store %s unreadable (%s); moved to %s, starting empty", self._path, exc, aside
-            )
-            self.context.retained_messages.clear()
-        else:
-            logger.info("retained store: %d messages restored from %s", len(entries), self._path)
+            raw = json.loads(self._path.read_bytes())
+        except (ValueError, RecursionError, OSError) as exc:
+            self._set_aside(f"unreadable ({_short(exc)})")
+            return
+        if not isinstance(raw, dict):
+            self._set_aside(f"not an object of topics but {type(raw).__name__}")
+            return
+        bad: list[str] = []
+        for topic, entry in raw.items():
+            problem = _entry_problem(topic, entry)
+            if problem is not None:
+                bad.append(f"{topic[:60]!r}: {problem}")
+                continue
+            data = base64.b64decode(entry[0], validate=True)
+            if not data:
+                continue  # a cleared topic: nothing to serve (the store never writes one)
+            self.context.retained_messages[topic] = RetainedApplicationMessage(None, topic, data, entry[1])
+        if bad:
+            more = f" (and {len(bad) - 3} more)" if len(bad) > 3 else ""
+            self._set_aside(f"{len(bad)} bad entries, {'; '.join(bad[:3])}{more}; the good ones kept")
+            self._dirty.set()  # the good entries, saved in place of the bad file
+        logger.info("retained store: %d messages restored from %s", len(raw) - len(bad), self._path)
+
+    def _set_aside(self, why: str) -> None:
+        aside = self._path.with_name(f"{self._path.name}.corrupt-{time.strftime('%Y%m%dT%H%M%S')}")
+        with contextlib.suppress(OSError):
+            os.replace(self._path, aside)
+        problem = f"{self._path.name} is corrupt: {why}; moved to {aside.name}"
+        logger.error("retained store: %s", problem)
+        self.problems.append(problem)
 
     def changed(self) -> None:
         """The broker-wide store changed (called by the fast path, without an event task per message)."""
@@ -113,3 +138,26 @@ class RetainedStore(BasePlugin):  # type: ignore[misc]
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
         self.flush()
+
+
+def _entry_problem(topic: Any, entry: Any) -> str | None:
+    """Why one saved entry (topic -> [base64 payload, qos]) cannot be restored, or None."""
+    if not isinstance(topic, str) or not topic or "#" in topic or "+" in topic:
+        return "not a topic name"
+    if not isinstance(entry, list) or len(entry) != 2:
+        return "not [payload, qos]"
+    b64, qos = entry
+    if not isinstance(qos, int) or isinstance(qos, bool) or qos not in (0, 1, 2):
+        return f"bad qos {str(qos)[:20]!r}"
+    if not isinstance(b64, str):
+        return "payload is not base64 text"
+    try:
+        base64.b64decode(b64, validate=True)
+    except ValueError:
+        return "payload is not base64"
+    return None
+
+
+def _short(exc: Exception) -> str:
+    text = str(exc).strip().splitlines()
+    return text[0][:200] if text else type(exc).__name__

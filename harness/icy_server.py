@@ -30,7 +30,12 @@ def make_mp3(directory: Path, seconds: float = 6.0) -> Path:
 
 
 class IcyServer:
-    """Serves `STREAM` (paced MP3, ICY titles), `MISSING` (404), `PAGE` (HTML); counts stream connections."""
+    """Serves `STREAM` (paced MP3, ICY titles), `MISSING` (404), `PAGE` (HTML); counts stream connections.
+
+    `redirects` maps a path to the Location it answers 302 with; HEAD is answered with the headers
+    alone (a stream is neither started nor counted), or with 405 when `head_allowed` is False, as
+    some SHOUTcast servers do.
+    """
 
     def __init__(self, mp3: Path, title: str = "Artist One - Song A") -> None:
         self.audio = mp3.read_bytes()
@@ -43,6 +48,9 @@ class IcyServer:
         self._server: asyncio.Server | None = None
         self._changed = asyncio.Condition()
         self._writers: set[asyncio.StreamWriter] = set()
+        self.redirects: dict[str, str] = {}
+        self.head_allowed = True
+        self.requests: list[tuple[str, str]] = []  # (method, path) of every request
 
     @property
     def port(self) -> int:
@@ -81,11 +89,22 @@ class IcyServer:
         try:
             head = await reader.readuntil(b"\r\n\r\n")
             lines = head.decode("latin-1").split("\r\n")
+            method = lines[0].split(" ")[0]
             path = lines[0].split(" ")[1] if len(lines[0].split(" ")) > 1 else "/"
+            self.requests.append((method, path))
             headers = {
                 k.strip().lower(): v.strip() for k, _, v in (ln.partition(":") for ln in lines[1:] if ln)
             }
-            if path == STREAM:
+            if path in self.redirects:
+                location = self.redirects[path]
+                writer.write(
+                    f"HTTP/1.1 302 Found\r\nLocation: {location}\r\nContent-Length: 0\r\n\r\n".encode()
+                )
+            elif method == "HEAD" and not self.head_allowed:
+                writer.write(b"HTTP/1.0 405 Method Not Allowed\r\nContent-Length: 0\r\n\r\n")
+            elif method == "HEAD" and path == STREAM:
+                writer.write(b"HTTP/1.0 200 OK\r\nContent-Type: audio/mpeg\r\n\r\n")
+            elif path == STREAM:
                 await self._stream(writer, icy=headers.get("icy-metadata") == "1")
             elif path == PAGE:
                 body = b"<!doctype html><html><body><h1>Not a radio</h1></body></html>\n" * 20

@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from broker import BrokerSettings, EmbeddedBroker, InboundMessage
+from broker import BrokerSettings, EmbeddedBroker, InboundMessage, LimitSettings
 from broker.auth import AuthPolicy, Refusal, is_loopback
 from node import __version__, registry
 from node.config import NodeConfig
@@ -22,7 +22,7 @@ from node.framework.bus import BrokerURL, Bus, LocalBus, Message
 from node.framework.payloads import ErrorPayload, echo
 from node.framework.runner import Runner
 from node.framework.store import Store
-from node.framework.subsystem import NodeFacts, StatusBoard, Subsystem
+from node.framework.subsystem import EVENT_QOS, NodeFacts, StatusBoard, Subsystem
 from node.framework.topics import Topics
 from node.framework.users import Users
 from node.http.server import WebServer, tcp_proxy
@@ -116,6 +116,15 @@ class Node:
                     force_retained={self.topics.status: "offline"},
                     policy=self.policy,
                     **self._broker_tls(),
+                    limits=LimitSettings(
+                        connect_timeout_s=cfg.mqtt.connect_timeout_s,
+                        max_connections=cfg.mqtt.max_connections,
+                        max_subscriptions=cfg.mqtt.max_subscriptions,
+                        rate=cfg.mqtt.rate,
+                        burst=cfg.mqtt.burst,
+                        rate_grace_s=cfg.mqtt.rate_grace_s,
+                    ),
+                    on_violation=self._on_limit,
                 )
             )
             await self.broker.start()
@@ -124,6 +133,11 @@ class Node:
             bus = local
             on_mqtt = self.broker.ws_connected
         self.bus = bus
+        for problem in self.broker.problems if self.broker is not None else []:
+            # Like a subsystem's corrupt file: in info's notices, and an error record now.
+            self.board.notice(f"broker: {problem}")
+            error = ErrorPayload(topic="", payload="", error=problem, code="corrupt_store")
+            await bus.publish(self.topics.error, error.model_dump_json().encode(), qos=EVENT_QOS)
         self.web = WebServer(
             cfg.web_root,
             on_mqtt,
@@ -253,6 +267,17 @@ class Node:
             return
         logger.warning("another client set %s to %r; said online again", message.topic, message.payload[:20])
         task = asyncio.create_task(self.bus.publish(self.topics.status, b"online", retain=True))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    def _on_limit(self, code: str, client_id: str, topic: str, message: str) -> None:
+        """A client refused or cut off by the broker's limits: an error record names it."""
+        if self.bus is None or self._stopping:
+            return
+        error = ErrorPayload(topic=topic, payload="", error=message, code=code)
+        task = asyncio.create_task(
+            self.bus.publish(self.topics.error, error.model_dump_json().encode(), qos=EVENT_QOS)
+        )
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 

@@ -39,6 +39,13 @@ class MqttOptions(BaseModel):
     max_payload: int = Field(default=1024 * 1024, ge=1024, le=256 * 1024 * 1024)
     retained_flush_s: float = Field(default=1.0, ge=0.0, le=60.0)
     keepalive_grace_s: int = Field(default=2, ge=0, le=60)
+    # Limits per client (README "Security"); 0 switches one off.
+    connect_timeout_s: float = Field(default=5.0, ge=0.0, le=300.0)
+    max_connections: int = Field(default=256, ge=0, le=100_000)
+    max_subscriptions: int = Field(default=200, ge=0, le=100_000)
+    rate: float = Field(default=200.0, ge=0.0, le=1_000_000.0, description="PUBLISH per second per client")
+    burst: int = Field(default=400, ge=1, le=1_000_000)
+    rate_grace_s: float = Field(default=5.0, ge=0.0, le=3600.0)
 
 
 class AuthOptions(BaseModel):

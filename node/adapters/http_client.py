@@ -26,6 +26,7 @@ __all__ = [
     "HttpClientTimeoutError",
     "HttpClientTooLargeError",
     "RedirectCheck",
+    "follow_redirects",
     "http_request",
 ]
 
@@ -139,6 +140,60 @@ async def http_request(
         raise HttpClientTimeoutError(f"{method} {url}: no complete answer within {timeout:g} s") from None
 
 
+# Answers of servers that do not take HEAD (some SHOUTcast servers): asked again with a GET.
+_NO_HEAD = frozenset({400, 403, 404, 405, 501})
+
+
+async def follow_redirects(
+    url: str,
+    *,
+    redirect_check: RedirectCheck,
+    headers: Mapping[str, str] | None = None,
+    timeout: float = 10.0,
+    connect_address: str | None = None,
+    max_redirects: int = 5,
+) -> str:
+    """Where `url` ends up after its redirects, each hop vetted by `redirect_check`; no body is read.
+
+    For a player that must not follow redirects itself (mpv would connect wherever a station's
+    server points it, past the SSRF guard). HEAD first, so a stream server does not start a stream
+    for it; a server that refuses HEAD is asked with a GET whose answer is read only to the headers.
+    A server that cannot be asked at all is the player's to report: the URL comes back unchanged.
+    What `redirect_check` raises reaches the caller.
+    """
+    try:
+        async with asyncio.timeout(timeout):
+            for _ in range(max_redirects + 1):
+                response = await _exchange(
+                    "HEAD",
+                    url=url,
+                    headers=headers or {},
+                    body=None,
+                    max_bytes=0,
+                    connect_address=connect_address,
+                    ssl_context=None,
+                )
+                if response.status in _NO_HEAD:
+                    response = await _exchange(
+                        "GET",
+                        url=url,
+                        headers=headers or {},
+                        body=None,
+                        max_bytes=0,
+                        connect_address=connect_address,
+                        ssl_context=None,
+                        head_only=True,
+                    )
+                location = response.headers.get("location")
+                if response.status not in REDIRECT_STATUSES or not location:
+                    return url
+                url = _redirect_target(url, location)
+                connect_address = await redirect_check(url)
+    except (TimeoutError, HttpClientConnectionError, HttpClientResponseError):
+        return url
+    raise HttpClientStatusError(301, f"{url}: more than {max_redirects} redirects")
+
+
 def _redirect_target(url: str, location: str) -> str:
     try:
         target = urljoin(url, location)
@@ -162,6 +217,7 @@ async def _exchange(
     max_bytes: int,
     connect_address: str | None,
     ssl_context: ssl.SSLContext | None,
+    head_only: bool = False,
 ) -> HTTPResponse:
     try:
         parts = urlsplit(url)
@@ -190,7 +246,7 @@ async def _exchange(
     try:
         writer.write(request)
         await writer.drain()
-        return await _read_response(reader, method, url, max_bytes)
+        return await _read_response(reader, "HEAD" if head_only else method, url, max_bytes)
     except asyncio.IncompleteReadError:
         raise HttpClientConnectionError(f"{url}: connection closed before the end of the answer") from None
     except (OSError, ssl.SSLError) as exc:

@@ -128,6 +128,10 @@ class MpvPlayer:
             "input_default_bindings": False,
             **opts.extra,
         }
+        # ffmpeg would follow a station's redirect to any address, past the SSRF guard: the node
+        # follows redirects itself, checking each hop (radio/playlists.py), and mpv follows none.
+        lavf = str(mpv_opts.get("stream_lavf_o") or "")
+        mpv_opts["stream_lavf_o"] = f"{lavf},max_redirects=0" if lavf else "max_redirects=0"
         if opts.ao is not None:
             mpv_opts["ao"] = opts.ao
         self._mpv: _Mpv = mpv.MPV(log_handler=self._on_log, loglevel="warn", **mpv_opts)

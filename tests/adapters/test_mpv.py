@@ -194,3 +194,14 @@ async def test_moving_the_device_keeps_the_stream(asound: Path, server: IcyServe
         samples, rate = read_wav(wav)
         assert len(samples) > rate // 10, wav
         assert abs(peak_hz(samples, rate) - TONE_HZ) < 20, wav
+
+
+async def test_mpv_follows_no_redirect_itself(player: MpvPlayer, server: IcyServer) -> None:
+    # The node follows redirects, checking each hop (radio/playlists.py); mpv, which would connect
+    # wherever a station points it, is told to follow none.
+    server.redirects["/moved"] = server.url()
+    await player.play(server.url("/moved"))
+    snap = await player.wait_for(state("error"), WAIT * 2)
+    assert snap.error
+    assert server.connections == 0
+    assert ("GET", "/stream") not in server.requests

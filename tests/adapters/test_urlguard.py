@@ -6,7 +6,8 @@ import asyncio
 
 import pytest
 
-from node.adapters.http_client import HttpClientStatusError, http_request
+from harness.icy_server import IcyServer
+from node.adapters.http_client import HttpClientStatusError, follow_redirects, http_request
 from node.adapters.urlguard import (
     Resolver,
     UnresolvableHostError,
@@ -165,3 +166,26 @@ async def test_redirects_are_checked_hop_by_hop() -> None:
             )
         with pytest.raises(HttpClientStatusError):
             await http_request("GET", url, connect_address="127.0.0.1", timeout=2.0, max_redirects=2)
+
+
+async def test_redirects_are_followed_by_the_node_each_hop_checked(icy: IcyServer) -> None:
+    icy.redirects = {"/a": icy.url("/b"), "/b": icy.url()}
+    allowed = redirect_checker(allow_private=True)
+    assert await follow_redirects(icy.url("/a"), redirect_check=allowed) == icy.url()
+    # HEAD only: the stream server started no stream for the look-up.
+    assert icy.requests == [("HEAD", "/a"), ("HEAD", "/b"), ("HEAD", "/stream")]
+    assert icy.connections == 0
+    # A redirect to 127.0.0.1 is refused without allow_private_urls.
+    with pytest.raises(UnsafeURLError, match=r"127\.0\.0\.1 is a loopback address"):
+        await follow_redirects(icy.url("/a"), redirect_check=redirect_checker(allow_private=False))
+    # A server that refuses HEAD is asked with a GET read to its headers only.
+    icy.head_allowed, icy.requests = False, []
+    assert await follow_redirects(icy.url("/a"), redirect_check=allowed) == icy.url()
+    assert icy.requests[-2:] == [("HEAD", "/stream"), ("GET", "/stream")]
+    # A loop ends.
+    icy.redirects = {"/loop": icy.url("/loop")}
+    with pytest.raises(HttpClientStatusError, match="redirects"):
+        await follow_redirects(icy.url("/loop"), redirect_check=allowed)
+    # Nobody there: the URL as it is, for the player to report.
+    gone = "http://127.0.0.1:9/x"
+    assert await follow_redirects(gone, redirect_check=allowed) == gone

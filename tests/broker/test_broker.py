@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import urllib.error
 import urllib.request
 from pathlib import Path
+from typing import Any
 
 import aiomqtt
 import pytest
 from aiomqtt.exceptions import MqttConnectError
 
+from broker import EmbeddedBroker
 from harness.rawmqtt import connect_packet, mqtt_string, remaining_length
 from node.config import MqttOptions
 from tests.conftest import NodeFactory
@@ -177,3 +180,75 @@ async def test_oversized_connect_is_refused(run_node: NodeFactory) -> None:
         await writer.drain()
         assert await asyncio.wait_for(reader.read(), 5) == b""
         writer.close()
+
+
+GOOD = {"keep/a": ["b24=", 1], "keep/b": ["", 0]}
+
+
+@pytest.mark.parametrize(
+    ("content", "kept"),
+    [
+        pytest.param(b"[]", [], id="list"),
+        pytest.param(b"null", [], id="null"),
+        pytest.param(b'"text"', [], id="string"),
+        pytest.param(b'{"keep/a": ["b24=", 1', [], id="truncated"),
+        pytest.param(b"[" * 10_000 + b"]" * 10_000, [], id="nested-deep"),
+        pytest.param({**GOOD, "bad/qos": ["eA==", 5]}, ["keep/a"], id="bad-qos"),
+        pytest.param({**GOOD, "bad/qos": ["eA==", True]}, ["keep/a"], id="bool-qos"),
+        pytest.param({**GOOD, "bad/#": ["eA==", 1], "": ["eA==", 1]}, ["keep/a"], id="bad-topic"),
+        pytest.param({**GOOD, "bad/shape": "eA=="}, ["keep/a"], id="bad-entry"),
+        pytest.param({**GOOD, "bad/b64": [7, 1], "bad/b64b": ["@@", 1]}, ["keep/a"], id="bad-payload"),
+    ],
+)
+async def test_a_malformed_retained_store_is_set_aside_reported_and_its_good_entries_kept(
+    run_node: NodeFactory, tmp_path: Path, content: bytes | dict[str, Any], kept: list[str]
+) -> None:
+    data = tmp_path / "d"
+    store = data / "broker" / "retained.json"
+    store.parent.mkdir(parents=True)
+    store.write_bytes(content if isinstance(content, bytes) else json.dumps(content).encode())
+    async with run_node(data_dir=data) as r, probe(r.port) as p:
+        # Every subscription works (a bad qos broke each matching SUBSCRIBE before).
+        await p.subscribe(f"{r.base}/info", "keep/#", "bad/#")
+        info = (await p.wait_for(f"{r.base}/info", lambda g: bool(g.json()["notices"]))).json()
+        assert any("broker: retained.json is corrupt" in n for n in info["notices"]), info["notices"]
+        for topic in kept:
+            assert (await p.wait_for(topic)).retain
+        await p.quiet("bad/qos", after=0, probe_topic="test/flush")
+        assert [g.topic for g in p.seen if g.topic.startswith(("keep/", "bad/"))] == kept
+        # And persistence goes on: a new retained message is saved.
+        await p.publish("keep/new", "n", retain=True)
+        await p.wait_for("keep/new")
+    aside = list(store.parent.glob("retained.json.corrupt-*"))
+    assert len(aside) == 1
+    saved = json.loads(store.read_text())
+    assert set(saved) >= {*kept, "keep/new"}
+    assert not set(saved) & {"bad/qos", "bad/#", "", "bad/shape", "bad/b64", "bad/b64b"}
+    # The next start finds nothing wrong.
+    async with run_node(data_dir=data) as r, probe(r.port) as p:
+        await p.subscribe(f"{r.base}/info")
+        info = (await p.wait_for(f"{r.base}/info")).json()
+        assert not any("retained.json" in n for n in info["notices"])
+
+
+async def test_a_malformed_retained_store_is_reported_on_error(
+    run_node: NodeFactory, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The record goes out at start, before any network client can be connected: watched where the
+    # node hands it to the (real) broker.
+    data = tmp_path / "d"
+    store = data / "broker" / "retained.json"
+    store.parent.mkdir(parents=True)
+    store.write_bytes(b"null")
+    published: list[tuple[str, bytes]] = []
+    original = EmbeddedBroker.publish
+
+    async def publish(self: EmbeddedBroker, topic: str, payload: bytes, **kw: Any) -> None:
+        published.append((topic, payload))
+        await original(self, topic, payload, **kw)
+
+    monkeypatch.setattr(EmbeddedBroker, "publish", publish)
+    async with run_node(data_dir=data) as r:
+        errors = [json.loads(p) for t, p in published if t == f"{r.base}/error"]
+        assert [e["code"] for e in errors] == ["corrupt_store"]
+        assert "retained.json is corrupt: not an object of topics but NoneType" in errors[0]["error"]

@@ -455,3 +455,25 @@ async def test_a_playlist_is_opened_by_the_node_and_its_entry_checked(
             await p.wait_for(
                 f"{base}/radio/broken", lambda g: custom["id"] in g.json()["stations"], after=mark
             )
+
+
+async def test_a_redirecting_station_is_followed_by_the_node_each_hop_checked(
+    run_node: NodeFactory, icy: IcyServer
+) -> None:
+    icy.redirects = {"/moved": icy.url(), "/away": "http://224.0.0.1/stream"}
+    async with radio_node(run_node) as (_, p, base):
+        mark = await send(p, f"{base}/source/radio/set", {"url": icy.url("/moved"), "name": "Moved"})
+        got = await p.wait_for(f"{base}/source/radio", state_is("playing"), after=mark)
+        assert got.json()["station"]["url"] == icy.url("/moved")
+        # mpv was handed where the redirect ends; only the node asked the redirecting URL.
+        assert [r for r in icy.requests if r[1] == "/moved"] == [("HEAD", "/moved")]
+        assert icy.connections == 1
+        # A hop to an address no configuration allows is refused before mpv sees it.
+        mark = await send(p, f"{base}/source/radio/set", {"url": icy.url("/away")})
+        err = await error_for(p, base, mark, "unsafe_url")
+        assert "multicast" in err["error"]
+    async with radio_node(run_node, allow_private_urls=False) as (_, p, base):
+        # And without allow_private_urls, the loopback target is refused (its first hop too).
+        mark = await send(p, f"{base}/source/radio/set", {"url": icy.url("/moved")})
+        err = await error_for(p, base, mark, "unsafe_url")
+        assert "loopback" in err["error"]

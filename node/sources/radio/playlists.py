@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from urllib.parse import urlsplit
 
-from node.adapters.http_client import http_request
+from node.adapters.http_client import follow_redirects, http_request
 from node.adapters.urlguard import redirect_checker, resolve_url
 from node.framework.errors import DaemonError
 
@@ -40,12 +40,24 @@ async def stream_of(url: str, *, allow_private: bool, user_agent: str, timeout: 
 
     mpv would expand a playlist itself and open its entries unchecked; those URLs come from the
     station's server, not from the user or the directory, so they get the same SSRF check here.
+    Redirects are followed here, each hop checked, and mpv is given where they end (it is told not
+    to follow any itself: node/adapters/mpv.py); a redirect to a playlist is expanded as one.
     Raises UnsafeURLError for a refused address; HttpClientError or PlaylistError for a playlist
     that cannot be used.
     """
     safe = await resolve_url(url, allow_private=allow_private)
-    if not urlsplit(url).path.lower().endswith(PLAYLIST_EXTENSIONS):
-        return url
+    check = redirect_checker(allow_private=allow_private)
+    if not _is_playlist(url):
+        url = await follow_redirects(
+            url,
+            redirect_check=check,
+            headers={"User-Agent": user_agent},
+            timeout=timeout,
+            connect_address=safe.address,
+        )
+        if not _is_playlist(url):
+            return url
+        safe = await resolve_url(url, allow_private=allow_private)
     response = await http_request(
         "GET",
         url,
@@ -54,7 +66,7 @@ async def stream_of(url: str, *, allow_private: bool, user_agent: str, timeout: 
         max_bytes=PLAYLIST_MAX_BYTES,
         connect_address=safe.address,
         max_redirects=3,
-        redirect_check=redirect_checker(allow_private=allow_private),
+        redirect_check=check,
     )
     if not 200 <= response.status < 300:
         raise PlaylistError(f"HTTP {response.status} {response.reason}")
@@ -62,5 +74,15 @@ async def stream_of(url: str, *, allow_private: bool, user_agent: str, timeout: 
     if not entries:
         raise PlaylistError("no stream URL in it")
     entry = entries[0]
-    await resolve_url(entry, allow_private=allow_private)
-    return entry
+    safe = await resolve_url(entry, allow_private=allow_private)
+    return await follow_redirects(
+        entry,
+        redirect_check=check,
+        headers={"User-Agent": user_agent},
+        timeout=timeout,
+        connect_address=safe.address,
+    )
+
+
+def _is_playlist(url: str) -> bool:
+    return urlsplit(url).path.lower().endswith(PLAYLIST_EXTENSIONS)
