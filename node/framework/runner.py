@@ -196,6 +196,10 @@ class Runner:
         for task in list(self._side_tasks):
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(task, 1.0)
+        try:
+            await self.store.flush(self.name)  # what teardown saved
+        except OSError as exc:
+            self.log.error("could not save %s: %s", self.store.path(self.name), exc)
         if self._consumer is not None:
             self._consumer.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -227,6 +231,7 @@ class Runner:
                 report=self.report,
                 save_data=self._save_data,
                 data=data,
+                flush_data=self._flush_data,
             )
             started = time.monotonic()
             instance = self.cls(ctx, self.config)
@@ -489,7 +494,8 @@ class Runner:
         overrides = {k: v for k, v in new.model_dump().items() if base.get(k, object()) != v}
         old = self.config
         self.stored = self.stored.model_copy(update={"config": overrides})
-        self.store.save(self.name, self.stored)
+        self.store.stage(self.name, self.stored)
+        await self.store.flush(self.name)
         self.config = new
         await self._publish_config()
         await self._reconfigure(old, new)
@@ -518,7 +524,25 @@ class Runner:
 
     def _save_data(self, data: BaseModel) -> None:
         self.stored = self.stored.model_copy(update={"data": data.model_dump(mode="json")})
-        self.store.save(self.name, self.stored)
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:  # no loop (a script, a test of the subsystem alone): written now
+            self.store.save(self.name, self.stored)
+            return
+        self.store.stage(self.name, self.stored)
+        # Written soon whatever happens next; anything acknowledging the change awaits it first.
+        task = loop.create_task(self._flush_quietly(), name=f"{self.name}-save")
+        self._side_tasks.add(task)
+        task.add_done_callback(self._side_tasks.discard)
+
+    async def _flush_data(self) -> None:
+        await self.store.flush(self.name)
+
+    async def _flush_quietly(self) -> None:
+        try:
+            await self.store.flush(self.name)
+        except OSError as exc:
+            self.log.error("could not save %s: %s", self.store.path(self.name), exc)
 
     async def report(self, topic: str, payload: bytes, code: str, message: str) -> None:
         """Answer on `<base>/error`; never raises (the error path must not fail)."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 import logging
@@ -46,6 +47,10 @@ class Store:
 
     def __init__(self, data_dir: Path) -> None:
         self.dir = data_dir
+        # Written by flush(), in a thread: the fsyncs of one save (~10 ms on an SD card, as here) must
+        # not hold up the event loop, which serves every other client meanwhile.
+        self._staged: dict[str, bytes] = {}
+        self._locks: dict[str, asyncio.Lock] = {}
 
     def path(self, name: str) -> Path:
         return self.dir / f"{name}.json"
@@ -106,9 +111,31 @@ class Store:
 
     def save(self, name: str, stored: StoredFile) -> None:
         """Replace the file atomically, the previous one kept as `<name>.json.bak`."""
+        self._staged.pop(name, None)
+        self._write(name, stored.model_dump_json(indent=2).encode())
+
+    def _write(self, name: str, data: bytes) -> None:
         path = self.path(name)
-        data = stored.model_dump_json(indent=2).encode()
         write_atomic(path, data, backup=path.with_name(path.name + ".bak"))
+
+    def stage(self, name: str, stored: StoredFile) -> None:
+        """Keep `stored` for the next flush(name); of several staged meanwhile, the newest is written."""
+        self._staged[name] = stored.model_dump_json(indent=2).encode()
+
+    def pending(self, name: str) -> bool:
+        """Something staged for `name` is not on disk yet."""
+        lock = self._locks.get(name)
+        return name in self._staged or (lock is not None and lock.locked())
+
+    async def flush(self, name: str) -> None:
+        """Once this returns, what was staged for `name` before the call is on disk (or it raised)."""
+        if not self.pending(name):
+            return
+        lock = self._locks.setdefault(name, asyncio.Lock())
+        async with lock:  # one write of a file at a time, so the newest is the one that stays
+            data = self._staged.pop(name, None)
+            if data is not None:
+                await asyncio.to_thread(self._write, name, data)
 
 
 def _short(exc: Exception) -> str:

@@ -7,7 +7,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
@@ -180,6 +180,8 @@ class Context:
     report: Callable[[str, bytes, str, str], Any]  # (topic, payload, code, message) -> awaitable
     save_data: Callable[[BaseModel], None]
     data: dict[str, Any]
+    # Awaited before anything that acknowledges a command goes out: a state seen is a state saved.
+    flush_data: Callable[[], Awaitable[None]] | None = None
 
 
 class Subsystem(Generic[StateT, ConfigT]):
@@ -308,6 +310,7 @@ class Subsystem(Generic[StateT, ConfigT]):
         if not self._live:
             return
         if force:
+            await self._durable()
             for path, owned in list(self._owned_published.items()):
                 await self.ctx.bus.publish(self.ctx.topics.of(path), owned, retain=True, qos=STATE_QOS)
         # Read after those awaits: a change made meanwhile (a watched topic) must not be overtaken
@@ -329,7 +332,12 @@ class Subsystem(Generic[StateT, ConfigT]):
         """
         await self.echo()
 
+    async def _durable(self) -> None:
+        if self.ctx.flush_data is not None:
+            await self.ctx.flush_data()
+
     async def _send_state(self, data: bytes) -> None:
+        await self._durable()
         self._published = data
         self.recent_sends.append(data)
         self.state_sends += 1
@@ -346,6 +354,7 @@ class Subsystem(Generic[StateT, ConfigT]):
         self._owned_published[path] = data
         if not self._live:
             return  # sent with the first whole publish
+        await self._durable()
         self.owned_sends[path] = self.owned_sends.get(path, 0) + 1
         await self.ctx.bus.publish(self.ctx.topics.of(path), data, retain=True, qos=STATE_QOS)
 
@@ -353,6 +362,7 @@ class Subsystem(Generic[StateT, ConfigT]):
         """Publish an owned topic again as it is: the acknowledgement of a command that changed nothing."""
         data = self._owned_published.get(path)
         if data is not None and self._live:
+            await self._durable()
             self.owned_sends[path] = self.owned_sends.get(path, 0) + 1
             await self.ctx.bus.publish(self.ctx.topics.of(path), data, retain=True)
 
