@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import os
 import sys
 import time
 from pathlib import Path
@@ -55,6 +56,9 @@ class UpdateConfig(SubsystemConfig):
     config_file: str = local_only(
         default="/etc/milo/milo.toml", max_length=300, description="what the step reads"
     )
+    node_unit: str = local_only(
+        default="milo.service", max_length=300, description="the node's own unit, restarted after its update"
+    )
 
 
 class ProgramState(BaseModel):
@@ -89,6 +93,10 @@ class UpdateState(BaseModel):
     error: str = Field(default="", description="why the last check could not see everything")
     programs: dict[str, ProgramState] = Field(default_factory=dict)
     job: JobState | None = None
+    restart_needed: bool = Field(
+        default=False,
+        description="milo was updated but this node, not run by systemd, still runs the old one",
+    )
 
 
 class Install(BaseModel):
@@ -127,7 +135,9 @@ class Update(Subsystem[UpdateState, UpdateConfig]):
         programs: dict[str, ProgramState] = {}
         for name, program in updates.PROGRAMS.items():
             installed = self.ctx.node.version if name == "milo" else found.get(name)
-            if name in self.config.paths:
+            if name == "milo" and name in self.config.paths:
+                installed = await asyncio.to_thread(versions.of_milo, self.config.paths[name])
+            elif name in self.config.paths:
                 installed = await asyncio.to_thread(versions.of_binary, self.config.paths[name], name)
             source: Literal["apt", "feed"] = "apt" if program.package else "feed"
             programs[name] = ProgramState(installed=installed, source=source, installable=program.installable)
@@ -221,6 +231,8 @@ class Update(Subsystem[UpdateState, UpdateConfig]):
             await self._follow(status_file, started)
             if problem and self.state.job and self.state.job.result == "running":
                 await self._finish(result="failed", detail=problem)
+            if name == "milo" and self.state.job and self.state.job.result == "done":
+                await self._restart_self()
         finally:
             self._job = None
             versions.forget()
@@ -271,6 +283,23 @@ class Update(Subsystem[UpdateState, UpdateConfig]):
         )
         if job != current:
             await self.set_state(job=JobState.model_validate(job.model_dump()))
+
+    async def _restart_self(self) -> None:
+        """Run the milo just installed: systemd restarts this node, or the state says to restart it."""
+        detail = self.state.job.detail if self.state.job else ""
+        unit = self.config.node_unit
+        if not os.environ.get("INVOCATION_ID"):  # systemd sets it for every process a unit starts
+            await self.set_state(restart_needed=True)
+            await self._finish(detail=f"{detail}; not run by systemd: restart milo to run it")
+            return
+        await self._finish(detail=f"{detail}; restarting {unit}")
+        try:
+            async with Systemd(self.config.systemd_bus) as sd:
+                # No wait: the job's end is this process's end.
+                await sd.restart(unit, wait=False)
+        except SystemdError as exc:
+            await self.set_state(restart_needed=True)
+            await self._finish(detail=f"{detail}; restart {unit} failed: {exc}")
 
     async def _finish(self, **changes: Any) -> None:
         if self.state.job is not None:
