@@ -141,7 +141,8 @@ async def test_a_check_says_what_is_newer(run_node: NodeFactory, world: World) -
         "installable": True,
     }
     assert programs["snapserver"]["installed"] == "0.26.0" and programs["snapserver"]["update"] is True
-    assert programs["milo"]["available"] is None and programs["milo"]["installable"] is True  # none in the feed
+    # The feed has no milo: unknown, but installable once it has one.
+    assert programs["milo"]["available"] is None and programs["milo"]["installable"] is True
     assert got.json()["error"] == ""
 
 
