@@ -26,6 +26,7 @@ from node.framework.errors import CommandError
 from node.framework.subsystem import Subsystem, SubsystemConfig, local_only
 
 POLL_S = 0.25  # how often the running step's status file is read
+RESTART_WINDOW_S = 600  # a milo update this much before the node started is the one it restarted for
 
 
 class UpdateConfig(SubsystemConfig):
@@ -180,8 +181,30 @@ class Update(Subsystem[UpdateState, UpdateConfig]):
             programs=programs,
         )
 
+    async def _last_self_update(self) -> JobState | None:
+        """The update of milo that restarted this node into its new version, from its status file."""
+        try:
+            raw = json.loads(await asyncio.to_thread((Path(self.config.status_dir) / "milo.json").read_text))
+            at = float(raw.get("at", 0))
+        except (OSError, ValueError, TypeError, AttributeError):
+            return None
+        if raw.get("result") != "done" or at < self.ctx.node.started - RESTART_WINDOW_S:
+            return None
+        try:
+            return JobState(
+                program="milo",
+                step="finished",
+                steps=[str(x) for x in raw.get("steps", [])],
+                result="done",
+                from_version=raw.get("from"),
+                to_version=raw.get("to"),
+                detail=f"{raw.get('detail', '')}; running it since the restart",
+            )
+        except ValueError:
+            return None
+
     async def run(self) -> None:
-        await self.set_state(programs=await self._installed())
+        await self.set_state(programs=await self._installed(), job=await self._last_self_update())
         delay: float | None = self.config.first_check_s
         while True:
             if delay:

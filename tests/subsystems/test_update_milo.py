@@ -192,3 +192,11 @@ async def test_milo_updates_itself_keeps_a_good_one_and_rolls_back_a_broken_one(
         assert "restarting milo.service" in state["job"]["detail"] and state["restart_needed"] is False
         assert systemd.units["milo.service"].jobs == ["restart"]
         assert milo_version(venv) == f"milo {LATER}"
+
+        # 4. The node systemd started again shows the update it was restarted for.
+        async with run_node(subsystems=(Update,), sections=config) as r, probe(r.port) as p:
+            await p.subscribe(f"{r.base}/update")
+            got = await p.wait_for(f"{r.base}/update", lambda g: g.json()["job"] is not None, timeout=WAIT)
+        job = got.json()["job"]
+        assert (job["result"], job["to_version"]) == ("done", LATER)
+        assert "running it since the restart" in job["detail"]
