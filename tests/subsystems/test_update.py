@@ -248,3 +248,19 @@ async def test_refusals(run_node: NodeFactory, world: World) -> None:
             err.json()["code"] == "invalid_payload"
             and "updates install milo, go-librespot" in err.json()["error"]
         )
+
+
+async def test_a_checkout_is_never_updated_from_the_feed(run_node: NodeFactory, world: World) -> None:
+    # The step's own venv here is the test venv, milo installed editable: refused before pip runs.
+    import hashlib  # noqa: PLC0415
+
+    wheel = b"not a wheel: never installed"
+    world.feed.files["/milo-99.0.0-py3-none-any.whl"] = wheel
+    url = world.feed.url("/milo-99.0.0-py3-none-any.whl")
+    entry = {"version": "99.0.0", "files": {"any": {"url": url, "sha256": hashlib.sha256(wheel).hexdigest()}}}
+    world.feed.feed = {**world.feed.feed, "milo": entry}
+    async with run_node(subsystems=(Info, Update), sections=world.sections()) as r, probe(r.port) as p:
+        seen = await install(r, p, "milo", "failed")
+    job = seen[-1].json()["job"]
+    assert "editable install" in job["detail"] and job["steps"][-2:] == ["backup", "finished"]
+    assert seen[-1].json()["restart_needed"] is False
