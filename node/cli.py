@@ -20,6 +20,8 @@ logger = logging.getLogger("node")
 
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="milo", description="Milo audio node: MQTT is its one and only API.")
+    # What an update's check asks the new version (and `versions.of_binary` reads): "milo 0.1.0".
+    p.add_argument("--version", action="version", version=f"milo {__version__}")
     sub = p.add_subparsers(dest="cmd", required=True)
     run = sub.add_parser("run", help="run the node (embedded broker, web UI, subsystems)")
     run.add_argument(
@@ -39,6 +41,11 @@ def _parser() -> argparse.ArgumentParser:
         "--only", nargs="+", metavar="NAME", help=f"run only these subsystems ({', '.join(registry.names())})"
     )
     run.add_argument("--log-level", choices=["debug", "info", "warning", "error"])
+    run.add_argument(
+        "--check",
+        action="store_true",
+        help="load the config and every module the node runs, then exit (an update's self test)",
+    )
     sat = sub.add_parser(
         "satellite", help="set this Pi up as a multiroom satellite of a main node (snapclient unit, host id)"
     )
@@ -102,6 +109,8 @@ def main(argv: Sequence[str] | None = None) -> int:  # noqa: PLR0911 - a return 
     except ConfigError as exc:
         print(f"milo: {exc}", file=sys.stderr)
         return 2
+    if args.check:
+        return _self_test()
     setup_logging(config.log_level)
     try:
         asyncio.run(_run(config))
@@ -122,6 +131,20 @@ async def _run(config: object) -> None:
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     await serve(config, stop)  # type: ignore[arg-type]
+
+
+def _self_test() -> int:
+    """What `milo run` needs before it serves: the app, the broker and every subsystem import."""
+    try:
+        import node.app  # noqa: F401, PLC0415
+
+        for name in registry.names():
+            registry.by_name(name)
+    except Exception as exc:  # any failure to import is the answer
+        print(f"milo {__version__}: {type(exc).__name__}: {exc}", file=sys.stderr)
+        return 1
+    print(f"milo {__version__}: ok")
+    return 0
 
 
 def _satellite(args: argparse.Namespace) -> int:

@@ -4,6 +4,7 @@
 # `apt-get install` would take; apt-cache reads the local lists, so it answers offline too) or the
 # release feed, a JSON document at a configurable URL:
 #   {"go-librespot": {"version": "0.9.1", "files": {"arm64": {"url": ..., "sha256": ..., "member": ...}}}}
+# milo's entry names one wheel for every machine: {"milo": {"version": ..., "files": {"any": {...}}}}.
 # Nothing here changes the machine: installing is the privileged step's (node/install/apply.py).
 
 from __future__ import annotations
@@ -34,13 +35,14 @@ class Program:
     package: str = ""  # the Debian package it comes in; "" = from the release feed
     unit: str = ""  # restarted to run the new version, then checked ("" = none)
     install: str = ""  # the binary a feed update replaces
-    installable: bool = True  # False: reported, not installed from here (the node itself, for now)
+    installable: bool = True  # False: reported, not installed from here
 
 
 PROGRAMS: dict[str, Program] = {
     p.name: p
     for p in (
-        Program("milo", installable=False),
+        # Its install is its own venv's bin/milo: a wheel from the feed, pip-installed into that venv.
+        Program("milo", unit="milo.service"),
         Program("go-librespot", unit="go-librespot.service", install="/usr/local/bin/go-librespot"),
         Program("snapserver", package="snapserver", unit="snapserver.service"),
         Program("snapclient", package="snapclient", unit="snapclient.service"),

@@ -83,6 +83,23 @@ def of_binary(path: str, name: str) -> str | None:
     return parse(_output([path, "--version"]), prefix=name)
 
 
+def of_milo(milo: str) -> str | None:
+    """The milo a venv's bin/milo runs, from that venv's package database (its dist-info's METADATA).
+
+    Read, not run: `milo --version` imports the whole node, seconds on a Pi, for one line.
+    """
+    prefix = Path(milo).parent.parent
+    for metadata in sorted(prefix.glob("lib/python3*/site-packages/milo-*.dist-info/METADATA")):
+        try:
+            text = metadata.read_text(errors="replace")
+        except OSError:
+            continue
+        found = re.search(r"^Version:\s*(\S+)", text, re.M)
+        if found:
+            return found.group(1)
+    return None
+
+
 @functools.cache
 def snapserver() -> str | None:
     return parse(_output(["snapserver", "--version"]), prefix="snapserver")

@@ -107,6 +107,27 @@ class MultiroomView(BaseModel):
     clients: list[MultiroomClientView] = Field(default_factory=list)
 
 
+class SnapclientView(BaseModel):
+    """One client of the `multiroom` state as `info` lists it: who it is and its snapclient version."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    id: str = Field(min_length=1, max_length=100)
+    name: str = Field(default="", max_length=200)
+    host: str = Field(default="", max_length=200)
+    version: str = Field(default="", max_length=100)
+    connected: bool = False
+    local: bool = False
+
+
+class SnapclientsView(BaseModel):
+    """`<base>/multiroom` as `info` reads it."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    clients: list[SnapclientView] = Field(default_factory=list)
+
+
 class SourcesView(BaseModel):
     """`<base>/source` as the knob, the screen and Home Assistant read it."""
 

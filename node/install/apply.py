@@ -10,6 +10,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import platform
@@ -145,8 +146,8 @@ def _installed_version(path: Path, name: str) -> str | None:
     if not path.is_file():
         return None
     try:
-        done = subprocess.run(
-            [str(path), "--version"], capture_output=True, text=True, timeout=10, check=False
+        done = subprocess.run(  # milo imports the whole node first: seconds on a busy Pi
+            [str(path), "--version"], capture_output=True, text=True, timeout=60, check=False
         )
     except (OSError, subprocess.TimeoutExpired):
         return None
@@ -193,6 +194,134 @@ def _feed(cfg: UpdateConfig, program: updates.Program, status: Status, backup_di
     return status.end("rolled_back", f"{problem}: back to {old}")
 
 
+_FILES_OF_MILO = (
+    "import importlib.metadata as m, json; d = m.distribution('milo'); "
+    "print(json.dumps({'files': [str(d.locate_file(f)) for f in d.files or []], "
+    "'direct_url': d.read_text('direct_url.json') or ''}))"
+)
+
+
+def _venv_python(prefix: Path, argv: list[str]) -> str:
+    """Run the venv's own python (its pip, its metadata); its stdout, or InstallError."""
+    try:
+        done = subprocess.run(
+            [str(prefix / "bin" / "python"), "-I", *argv],  # -I: nothing from the cwd or PYTHON*
+            capture_output=True,
+            text=True,
+            timeout=COMMAND_TIMEOUT,
+            check=False,
+            env={**os.environ, "PIP_DISABLE_PIP_VERSION_CHECK": "1", "PIP_NO_INPUT": "1"},
+        )
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        raise InstallError(f"{prefix}/bin/python: {exc}") from exc
+    if done.returncode != 0:
+        raise InstallError(f"{' '.join(argv[:3])}: {(done.stderr or done.stdout).strip()[-300:]}")
+    return done.stdout
+
+
+def _backup_milo(prefix: Path, into: Path) -> None:
+    """Every file of the installed milo distribution (its RECORD), in a tar relative to the venv."""
+    found = json.loads(_venv_python(prefix, ["-c", _FILES_OF_MILO]))
+    direct = json.loads(found["direct_url"] or "{}")
+    if isinstance(direct, dict) and (direct.get("dir_info") or {}).get("editable"):
+        raise InstallError(f"{prefix}: milo is an editable install (a checkout): update it with git")
+    import tarfile  # noqa: PLC0415
+
+    tmp = into.with_name(f".{into.name}.tmp")
+    with tarfile.open(tmp, "w") as tar:
+        for name in found["files"]:
+            path = Path(os.path.normpath(name))
+            if not path.is_file() or not path.is_relative_to(prefix):
+                continue  # byte code pip lists but never wrote; nothing outside the venv is ours
+            tar.add(path, arcname=str(path.relative_to(prefix)), recursive=False)
+    os.replace(tmp, into)
+
+
+def _restore_milo(prefix: Path, backup: Path) -> None:
+    import tarfile  # noqa: PLC0415
+
+    with contextlib.suppress(InstallError):  # a half-installed new version may not uninstall cleanly
+        _venv_python(prefix, ["-m", "pip", "uninstall", "-q", "-y", "milo"])
+    with tarfile.open(backup) as tar:
+        tar.extractall(prefix, filter="tar")  # root's own backup: modes kept, no paths out of prefix
+
+
+def _check_milo(target: Path, version: str, config: str) -> str:
+    """ "" when the venv's milo is `version` and passes `milo run --check` with root's config."""
+    now = _installed_version(target, "milo")
+    if now != version:
+        return f"{target} runs as {now or 'nothing'}, not {version}"
+    try:
+        done = subprocess.run(
+            [str(target), "run", "--check", "--config", config],
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+        )
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        return f"{target} run --check: {exc}"
+    if done.returncode != 0:
+        return f"{target} run --check: {(done.stderr or done.stdout).strip()[-200:]}"
+    return ""
+
+
+def _milo(  # noqa: PLR0911 - an outcome per way it can end
+    cfg: UpdateConfig, status: Status, backup_dir: Path, config: Path
+) -> int:
+    """The node itself: the feed's wheel pip-installed into its venv, the old files kept to go back to.
+
+    The node is not restarted here: it restarts itself once it reads `done` (it knows whether
+    systemd runs it), so a failed check never costs a running node.
+    """
+    if not cfg.feed_url:
+        return status.end("failed", "no feed_url in [update] of the config")
+    entry = updates.read_feed_blocking(cfg.feed_url).get("milo")
+    arch = ARCHES.get(platform.machine(), platform.machine())
+    file = None if entry is None else entry.files.get("any") or entry.files.get(arch)
+    if entry is None or file is None:
+        return status.end("unchanged", "the feed has no milo wheel")
+    target = Path(cfg.paths.get("milo") or Path(sys.prefix) / "bin" / "milo")
+    prefix = target.parent.parent
+    old = _installed_version(target, "milo")
+    if old is None:
+        return status.end("failed", f"{target} is not there or does not answer --version")
+    if not updates.newer(entry.version, old):
+        return status.end("unchanged", f"milo {old} is the newest")
+    wheel_name = file.url.rsplit("/", 1)[-1].split("?", 1)[0]
+    if not wheel_name.endswith(".whl") or "/" in wheel_name:
+        return status.end("failed", f"{file.url}: not a wheel")
+    status.step("downloading", **{"from": old, "to": entry.version})
+    with tempfile.TemporaryDirectory(prefix="milo-update-") as tmp:
+        wheel = Path(tmp) / wheel_name
+        try:
+            with urllib_open(file.url) as answer, wheel.open("wb") as f:
+                shutil.copyfileobj(answer, f)
+        except OSError as exc:
+            raise InstallError(f"{file.url}: {exc}") from exc
+        if sha256_of(wheel) != file.sha256:
+            return status.end("failed", f"{wheel_name}: not the sha256 the feed gives: refused")
+        status.step("backup")
+        backup_dir.mkdir(parents=True, exist_ok=True)
+        backup = backup_dir / f"milo-{old}.tar"
+        _backup_milo(prefix, backup)
+        status.step("installing", backup=str(backup))
+        try:
+            _venv_python(prefix, ["-m", "pip", "install", "-q", str(wheel)])
+            status.step("checking")
+            problem = _check_milo(target, entry.version, str(config))
+        except InstallError as exc:
+            problem = str(exc)
+    if not problem:
+        return status.end("done", f"milo {entry.version}")
+    status.step("rolling back", detail=problem)
+    _restore_milo(prefix, backup)
+    back = _installed_version(target, "milo")
+    if back != old:
+        return status.end("failed", f"{problem}; the rollback left {back or 'nothing'}, not {old}")
+    return status.end("rolled_back", f"{problem}: back to {old}")
+
+
 def _download(pinned: Pinned) -> bytes:
     """The binary of a feed entry, once its archive has the sha256 the feed gives."""
     with tempfile.TemporaryDirectory(prefix="milo-update-") as tmp:
@@ -228,6 +357,8 @@ def run(name: str, *, config: Path, status_dir: Path | None = None) -> int:
     status.step("starting")
     backup_dir = Path(cfg.backup_dir)
     try:
+        if program.name == "milo":
+            return _milo(cfg, status, backup_dir, config)
         if program.package:
             return _apt(cfg, program, status, backup_dir)
         return _feed(cfg, program, status, backup_dir)

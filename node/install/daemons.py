@@ -35,9 +35,8 @@ DEFAULT = UnitRule()
 NODE_UNIT = "milo.service"
 
 RULES: dict[str, UnitRule] = {
-    NODE_UNIT: UnitRule(
-        roles=frozenset({"main", "satellite"}), enabled=frozenset({"main", "satellite"}), controlled=False
-    ),
+    # Controlled: after its own update the node restarts itself through systemd to run the new milo.
+    NODE_UNIT: UnitRule(roles=frozenset({"main", "satellite"}), enabled=frozenset({"main", "satellite"})),
     "snapserver.service": UnitRule(packages=("snapserver",), hand_over={"multiroom": {"manage": "systemd"}}),
     # On the main node the multiroom subsystem starts its own client when multiroom is on; a satellite
     # plays nothing else.

@@ -18,7 +18,9 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from node import SCHEMA_VERSION
 from node.adapters import versions
+from node.framework.bus import Message
 from node.framework.subsystem import Status, Subsystem, SubsystemConfig
+from node.framework.views import SnapclientsView, read_view
 
 THERMAL = Path("/sys/class/thermal/thermal_zone0/temp")
 # Raspberry Pi firmware's under-voltage / throttling bit field (absent elsewhere).
@@ -30,6 +32,16 @@ class SubsystemStatus(BaseModel):
 
     status: Status
     detail: str = ""
+
+
+class SnapclientInfo(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = ""
+    host: str = ""
+    version: str | None = Field(default=None, description="snapclient version; null: not reported yet")
+    connected: bool = False
+    local: bool = Field(default=False, description="this node's own client")
 
 
 class InfoState(BaseModel):
@@ -57,6 +69,11 @@ class InfoState(BaseModel):
         default_factory=dict,
         description="each program the node drives, from its own --version or the package database; "
         "null: not installed (read once, in the background, after start)",
+    )
+    satellites: dict[str, SnapclientInfo] = Field(
+        default_factory=dict,
+        description="every snapclient the multiroom server knows (this node's own too), by client id, "
+        "with the version snapserver reports for it",
     )
     notices: list[str] = Field(default_factory=list, description="problems found since start, newest last")
 
@@ -108,6 +125,7 @@ class Info(Subsystem[InfoState, InfoConfig]):
     description = "version, host, addresses, uptime, CPU temperature and the status of every subsystem"
     State = InfoState
     Config = InfoConfig
+    watches = ("multiroom",)  # its clients' snapclient versions (read through a view: no import)
 
     def _snapshot(self) -> dict[str, Any]:
         node = self.ctx.node
@@ -132,13 +150,17 @@ class Info(Subsystem[InfoState, InfoConfig]):
                 for name, (status, detail) in node.board.entries.items()
             },
             "versions": dict(self._versions),
+            "satellites": dict(self._satellites),
             "notices": list(node.board.notices),
         }
 
     _versions: dict[str, str | None]
+    _satellites: dict[str, SnapclientInfo]
 
     async def setup(self) -> None:
         self._versions = {}
+        self._satellites = {}
+        self._changed = asyncio.Event()
         self.state = InfoState.model_validate(self._snapshot())
 
     async def _read_versions(self, changed: asyncio.Event) -> None:
@@ -151,8 +173,21 @@ class Info(Subsystem[InfoState, InfoConfig]):
         # (a quarter of a round trip) and are refreshed every refresh_s and on status changes.
         self.state = self.state.model_copy(update={"uptime_s": int(time.time() - self.ctx.node.started)})
 
+    async def on_topic(self, message: Message, path: str) -> None:
+        seen = read_view(SnapclientsView, message.payload, self.log) if message.payload else None
+        clients = seen.clients if seen is not None else []
+        satellites = {
+            c.id: SnapclientInfo(
+                name=c.name, host=c.host, version=c.version or None, connected=c.connected, local=c.local
+            )
+            for c in clients
+        }
+        if satellites != self._satellites:
+            self._satellites = satellites
+            self._changed.set()
+
     async def run(self) -> None:
-        changed = asyncio.Event()
+        changed = self._changed
         unlisten = self.ctx.node.board.listen(changed.set)
         reader = asyncio.create_task(self._read_versions(changed)) if not self._versions else None
         try:

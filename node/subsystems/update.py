@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import os
 import sys
 import time
 from pathlib import Path
@@ -25,6 +26,7 @@ from node.framework.errors import CommandError
 from node.framework.subsystem import Subsystem, SubsystemConfig, local_only
 
 POLL_S = 0.25  # how often the running step's status file is read
+RESTART_WINDOW_S = 600  # a milo update this much before the node started is the one it restarted for
 
 
 class UpdateConfig(SubsystemConfig):
@@ -54,6 +56,9 @@ class UpdateConfig(SubsystemConfig):
     milo: str = local_only(default="", max_length=300, description="direct: the milo that runs the step")
     config_file: str = local_only(
         default="/etc/milo/milo.toml", max_length=300, description="what the step reads"
+    )
+    node_unit: str = local_only(
+        default="milo.service", max_length=300, description="the node's own unit, restarted after its update"
     )
 
 
@@ -89,6 +94,10 @@ class UpdateState(BaseModel):
     error: str = Field(default="", description="why the last check could not see everything")
     programs: dict[str, ProgramState] = Field(default_factory=dict)
     job: JobState | None = None
+    restart_needed: bool = Field(
+        default=False,
+        description="milo was updated but this node, not run by systemd, still runs the old one",
+    )
 
 
 class Install(BaseModel):
@@ -127,7 +136,9 @@ class Update(Subsystem[UpdateState, UpdateConfig]):
         programs: dict[str, ProgramState] = {}
         for name, program in updates.PROGRAMS.items():
             installed = self.ctx.node.version if name == "milo" else found.get(name)
-            if name in self.config.paths:
+            if name == "milo" and name in self.config.paths:
+                installed = await asyncio.to_thread(versions.of_milo, self.config.paths[name])
+            elif name in self.config.paths:
                 installed = await asyncio.to_thread(versions.of_binary, self.config.paths[name], name)
             source: Literal["apt", "feed"] = "apt" if program.package else "feed"
             programs[name] = ProgramState(installed=installed, source=source, installable=program.installable)
@@ -170,8 +181,30 @@ class Update(Subsystem[UpdateState, UpdateConfig]):
             programs=programs,
         )
 
+    async def _last_self_update(self) -> JobState | None:
+        """The update of milo that restarted this node into its new version, from its status file."""
+        try:
+            raw = json.loads(await asyncio.to_thread((Path(self.config.status_dir) / "milo.json").read_text))
+            at = float(raw.get("at", 0))
+        except (OSError, ValueError, TypeError, AttributeError):
+            return None
+        if raw.get("result") != "done" or at < self.ctx.node.started - RESTART_WINDOW_S:
+            return None
+        try:
+            return JobState(
+                program="milo",
+                step="finished",
+                steps=[str(x) for x in raw.get("steps", [])],
+                result="done",
+                from_version=raw.get("from"),
+                to_version=raw.get("to"),
+                detail=f"{raw.get('detail', '')}; running it since the restart",
+            )
+        except ValueError:
+            return None
+
     async def run(self) -> None:
-        await self.set_state(programs=await self._installed())
+        await self.set_state(programs=await self._installed(), job=await self._last_self_update())
         delay: float | None = self.config.first_check_s
         while True:
             if delay:
@@ -221,6 +254,8 @@ class Update(Subsystem[UpdateState, UpdateConfig]):
             await self._follow(status_file, started)
             if problem and self.state.job and self.state.job.result == "running":
                 await self._finish(result="failed", detail=problem)
+            if name == "milo" and self.state.job and self.state.job.result == "done":
+                await self._restart_self()
         finally:
             self._job = None
             versions.forget()
@@ -271,6 +306,23 @@ class Update(Subsystem[UpdateState, UpdateConfig]):
         )
         if job != current:
             await self.set_state(job=JobState.model_validate(job.model_dump()))
+
+    async def _restart_self(self) -> None:
+        """Run the milo just installed: systemd restarts this node, or the state says to restart it."""
+        detail = self.state.job.detail if self.state.job else ""
+        unit = self.config.node_unit
+        if not os.environ.get("INVOCATION_ID"):  # systemd sets it for every process a unit starts
+            await self.set_state(restart_needed=True)
+            await self._finish(detail=f"{detail}; not run by systemd: restart milo to run it")
+            return
+        await self._finish(detail=f"{detail}; restarting {unit}")
+        try:
+            async with Systemd(self.config.systemd_bus) as sd:
+                # No wait: the job's end is this process's end.
+                await sd.restart(unit, wait=False)
+        except SystemdError as exc:
+            await self.set_state(restart_needed=True)
+            await self._finish(detail=f"{detail}; restart {unit} failed: {exc}")
 
     async def _finish(self, **changes: Any) -> None:
         if self.state.job is not None:

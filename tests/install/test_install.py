@@ -196,7 +196,7 @@ def test_every_template_there_is_installed_by_its_rule(
     run_install(main_root, MAIN, templates=units.templates())
     assert (main_root / "etc/systemd/system/foo.service").read_text().startswith("[Unit]")
     rule = (main_root / "etc/polkit-1/rules.d/50-milo.rules").read_text()
-    assert '["foo.service"]' in rule
+    assert '"foo.service"' in rule and '"milo.service"' in rule  # milo: it restarts itself
     state = json.loads((main_root / SIMULATED_STATE).read_text())
     assert "foo.service" in state["enabled"] and "foo-daemon" in state["packages"]
     sat_root = pi_root(tmp_path / "sat")

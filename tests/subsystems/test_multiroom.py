@@ -182,6 +182,30 @@ async def test_clients_appear_disappear_and_round_trip_both_ways(
             await p.wait_for(topic, has("attic", connected=True, volume=17, latency=60), after=mark)
 
 
+async def test_info_lists_each_satellites_snapclient_version(run_node: NodeFactory, tmp_path: Path) -> None:
+    # Info reads the multiroom state (a view, no import): each client's version as snapserver reports it.
+    async with multiroom_node(run_node, tmp_path) as (r, p, topic, ports):
+        with snapclients(ports.stream, ["porch", "loft"]) as (_, loft):
+            await p.wait_for(topic, connected("porch", "loft"))
+            info = await p.wait_for(
+                f"{r.base}/info", lambda g: {"porch", "loft"} <= set(g.json()["satellites"])
+            )
+            porch = client(p.on(topic)[-1].json(), "porch")
+            assert porch is not None
+            assert info.json()["satellites"]["porch"] == {
+                "name": porch["name"],  # no name set: its host's
+                "host": porch["host"],
+                "version": "0.26.0",
+                "connected": True,
+                "local": False,
+            }
+            mark = p.mark()
+            loft.stop()
+            await p.wait_for(
+                f"{r.base}/info", lambda g: not g.json()["satellites"]["loft"]["connected"], after=mark
+            )
+
+
 async def test_bad_client_commands_get_coded_errors(run_node: NodeFactory, tmp_path: Path) -> None:
     async with multiroom_node(run_node, tmp_path) as (r, p, topic, ports):
         with snapclients(ports.stream, ["den"]):

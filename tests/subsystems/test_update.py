@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import platform
@@ -100,6 +101,13 @@ def dbus(tmp_path: Path) -> Iterator[DBusDaemon]:
 
 @pytest.fixture
 async def world(tmp_path: Path, dbus: DBusDaemon) -> AsyncIterator[World]:
+    async with make_world(tmp_path, dbus) as w:
+        yield w
+
+
+@contextlib.asynccontextmanager
+async def make_world(tmp_path: Path, dbus: DBusDaemon) -> AsyncIterator[World]:
+    """go-librespot 0.9.0 installed (0.9.1 in the feed), snapserver 0.26.0 (0.27.0 the candidate)."""
     binary = tmp_path / "bin" / "go-librespot"
     binary.parent.mkdir()
     binary.write_bytes(librespot("0.9.0"))
@@ -133,7 +141,8 @@ async def test_a_check_says_what_is_newer(run_node: NodeFactory, world: World) -
         "installable": True,
     }
     assert programs["snapserver"]["installed"] == "0.26.0" and programs["snapserver"]["update"] is True
-    assert programs["milo"]["available"] is None and programs["milo"]["installable"] is False
+    # The feed has no milo: unknown, but installable once it has one.
+    assert programs["milo"]["available"] is None and programs["milo"]["installable"] is True
     assert got.json()["error"] == ""
 
 
@@ -233,8 +242,25 @@ async def test_through_its_unit_as_on_a_pi(run_node: NodeFactory, world: World) 
 async def test_refusals(run_node: NodeFactory, world: World) -> None:
     async with run_node(subsystems=(Info, Update), sections=world.sections()) as r, probe(r.port) as p:
         await p.subscribe(f"{r.base}/error")
-        await p.publish(f"{r.base}/update/set", {"install": "milo"})
+        await p.publish(f"{r.base}/update/set", {"install": "pulseaudio"})
         err = await p.wait_for(f"{r.base}/error")
         assert (
-            err.json()["code"] == "invalid_payload" and "updates install go-librespot" in err.json()["error"]
+            err.json()["code"] == "invalid_payload"
+            and "updates install milo, go-librespot" in err.json()["error"]
         )
+
+
+async def test_a_checkout_is_never_updated_from_the_feed(run_node: NodeFactory, world: World) -> None:
+    # The step's own venv here is the test venv, milo installed editable: refused before pip runs.
+    import hashlib  # noqa: PLC0415
+
+    wheel = b"not a wheel: never installed"
+    world.feed.files["/milo-99.0.0-py3-none-any.whl"] = wheel
+    url = world.feed.url("/milo-99.0.0-py3-none-any.whl")
+    entry = {"version": "99.0.0", "files": {"any": {"url": url, "sha256": hashlib.sha256(wheel).hexdigest()}}}
+    world.feed.feed = {**world.feed.feed, "milo": entry}
+    async with run_node(subsystems=(Info, Update), sections=world.sections()) as r, probe(r.port) as p:
+        seen = await install(r, p, "milo", "failed")
+    job = seen[-1].json()["job"]
+    assert "editable install" in job["detail"] and job["steps"][-2:] == ["backup", "finished"]
+    assert seen[-1].json()["restart_needed"] is False
