@@ -149,7 +149,9 @@ async def test_every_payload_is_what_home_assistant_accepts_and_its_commands_wor
         assert entities["multiroom_server"]["state"] == "running"
         # milo itself is reported, never installed from here (no install command).
         assert json.loads(entities["update_milo"]["state"])["installed_version"] == __version__
-        assert entities["update_milo"]["commands"] == {}
+        assert entities["update_milo"]["commands"] == {
+            "INSTALL": '{"install": "milo"}'
+        }  # milo updates itself
         assert entities["update_snapserver"]["commands"] == {"INSTALL": '{"install": "snapserver"}'}
         assert entities["source"]["state"] == "Off"
         assert entities["cover"]["state"] == f"http://127.0.0.1:{r.node.http_port}/favicon.svg"
