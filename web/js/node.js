@@ -1,4 +1,4 @@
-// The page's side of the link to the node (the MQTT client itself runs in a worker, js/link.js).
+// The page's side of the link to the node (the MQTT client itself is js/link.js, a classic script).
 // It keeps the node's retained state topics, sends commands, matches `<base>/error` to this page's
 // own commands, and runs request/response calls. Views read `state` and are told what changed.
 
@@ -13,7 +13,7 @@ const listeners = new Set();
 const errorListeners = new Set();
 const recent = []; // this page's commands: { topic, payload, at, onError }
 const pending = new Map(); // request id -> { resolve, timer }
-let worker = null;
+let linkPort = null;
 let replyTo = '';
 let changed = new Set();
 let flushScheduled = false;
@@ -46,14 +46,11 @@ export function absent(path) {
   return isAbsent(value) ? value : null;
 }
 
-// index.html starts the worker before any module loads, and queues what it says meanwhile.
+// index.html starts the link before any module runs; what it said meanwhile waits in the channel.
 export function connect() {
   performance.mark('milo-connect');
-  worker = self.miloLink || new Worker(`js/link.js${location.search}`, { type: 'module' });
-  const early = self.miloEarly || [];
-  self.miloEarly = [];
-  worker.onmessage = (event) => receive(event.data);
-  for (const message of early) receive(message);
+  linkPort = self.miloLink;
+  linkPort.onmessage = (event) => receive(event.data);
 }
 
 function receive(message) {
@@ -122,10 +119,10 @@ function remember(command) {
 
 // Send a command to `<base>/<path>`; false when there is no node to send it to.
 export function send(path, payload, { onError: callback } = {}) {
-  if (!worker || link.status !== 'connected' || !link.base) return false;
+  if (!linkPort || link.status !== 'connected' || !link.base) return false;
   const text = encode(payload);
   remember({ topic: `${link.base}/${path}`, payload: text, at: Date.now(), onError: callback });
-  worker.postMessage({ type: 'publish', path, payload: text });
+  linkPort.postMessage({ type: 'publish', path, payload: text });
   return true;
 }
 
