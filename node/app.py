@@ -105,6 +105,7 @@ class Node:
             max_message=cfg.mqtt.max_payload + 1024,
             data_dir=cfg.data_dir,
             allowed_origins=tuple(cfg.allowed_origins),
+            node_id=cfg.node_id,
         )
         await self.web.start()
         facts = NodeFacts(

@@ -13,6 +13,8 @@
   const DISCOVERY_GRACE_MS = 1200;
 
   const params = new URLSearchParams(location.search); // ?node=<id>
+  // The node that served this page, named in index.html by its HTTP server ('' from elsewhere).
+  const served = document.querySelector('meta[name="milo-node"]')?.content || '';
   const id = `milo-ui-${Math.random().toString(36).slice(2, 10)}`;
   const replyTo = `milo-ui/${id}/reply`;
   const syncTopic = `milo-ui/${id}/sync`;
@@ -71,6 +73,9 @@
       // Topics deleted while the link was down must go: the state is rebuilt from the retained messages.
       post({ type: 'clear' });
       subscribeState();
+    } else if (served && !params.get('node')) {
+      // Its state is asked for in the same flight as discovery, not after its `info` came back.
+      choose(served);
     } else {
       setTimeout(() => { anyNode = true; pickFallback(); }, DISCOVERY_GRACE_MS);
     }
@@ -101,7 +106,8 @@
     post({ type: 'state', path, value });
   }
 
-  // Which node this page shows: ?node=<id>, else the one whose info says it serves this HTTP port.
+  // Which node this page shows: ?node=<id>, else the one that served it (index.html names it), else
+  // the one whose info says it serves this HTTP port.
   function discover(nodeId, path, value) {
     const entry = nodes.get(nodeId) || {};
     entry[path] = value;
