@@ -13,7 +13,7 @@ const listeners = new Set();
 const errorListeners = new Set();
 const recent = []; // this page's commands: { topic, payload, at, onError }
 const pending = new Map(); // request id -> { resolve, timer }
-let linkPort = null;
+let worker = null;
 let replyTo = '';
 let changed = new Set();
 let flushScheduled = false;
@@ -49,8 +49,8 @@ export function absent(path) {
 // index.html starts the link before any module runs; what it said meanwhile waits in the channel.
 export function connect() {
   performance.mark('milo-connect');
-  linkPort = self.miloLink;
-  linkPort.onmessage = (event) => receive(event.data);
+  worker = self.miloLink;
+  worker.onmessage = (event) => receive(event.data);
 }
 
 function receive(message) {
@@ -119,10 +119,10 @@ function remember(command) {
 
 // Send a command to `<base>/<path>`; false when there is no node to send it to.
 export function send(path, payload, { onError: callback } = {}) {
-  if (!linkPort || link.status !== 'connected' || !link.base) return false;
+  if (!worker || link.status !== 'connected' || !link.base) return false;
   const text = encode(payload);
   remember({ topic: `${link.base}/${path}`, payload: text, at: Date.now(), onError: callback });
-  linkPort.postMessage({ type: 'publish', path, payload: text });
+  worker.postMessage({ type: 'publish', path, payload: text });
   return true;
 }
 
