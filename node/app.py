@@ -148,6 +148,7 @@ class Node:
             allowed_origins=tuple(cfg.allowed_origins),
             authorize=self._http_role,
             tls=(cfg.tls.bind or cfg.bind, cfg.tls.http_port, cfg.tls.cert, cfg.tls.key) if cfg.tls else None,
+            node_id=cfg.node_id,
         )
         await self.web.start()
         facts = NodeFacts(

@@ -47,6 +47,9 @@ logger = logging.getLogger(__name__)
 MQTT_PATH = "/mqtt"
 # Text worth compressing; PNG logos are compressed already.
 COMPRESSIBLE = ("text/", "application/json", "application/manifest+json", "image/svg+xml")
+# index.html's placeholder for the id of the node serving it: the page asks for that node's state in
+# its first flight of SUBSCRIBEs instead of waiting for the retained `info` messages to find it.
+NODE_META = b'<meta name="milo-node" content="">'
 LOGO_API = "/api/logos"
 AUTH_API = "/api/auth"
 WRITE_ROLES = ("control", "node")
@@ -93,8 +96,10 @@ class WebServer:
         allowed_origins: tuple[str, ...] = (),
         authorize: Authorizer = _everyone,
         tls: tuple[str, int, Path, Path] | None = None,  # HTTPS too: (host, port, cert, key)
+        node_id: str = "",
     ) -> None:
         self.root = root.resolve()
+        self.node_id = node_id  # a valid node id ([a-z0-9_-]), safe in HTML as it is
         # Besides the node's own origin (the Host the browser asked for), e.g. "http://milo.local:8080".
         self.allowed_origins = frozenset(o.rstrip("/").lower() for o in allowed_origins)
         self._gzip_cache: dict[Path, tuple[str, bytes]] = {}
@@ -313,6 +318,8 @@ class WebServer:
             stat = target.stat()
             # Validators let a browser keep the file, and its compiled script, across reloads.
             etag = f'"{stat.st_mtime_ns:x}-{stat.st_size:x}"'
+            if self._names_node(target):
+                etag = f'"{stat.st_mtime_ns:x}-{stat.st_size:x}-{self.node_id}"'
             ctype = (
                 TYPES.get(target.suffix) or mimetypes.guess_type(target.name)[0] or "application/octet-stream"
             )
@@ -326,7 +333,7 @@ class WebServer:
                 body = self._gzipped(target, etag)
                 extra["Content-Encoding"] = "gzip"
             else:
-                body = target.read_bytes()
+                body = self._read(target)
         except (OSError, ValueError) as exc:  # a NUL byte, a name too long, a file we may not read
             raise HttpError(http.HTTPStatus.NOT_FOUND, "not found", "not_found") from exc
         await send(writer, http.HTTPStatus.OK, body, ctype, cache="no-cache", head=head, extra=extra)
@@ -336,9 +343,18 @@ class WebServer:
         cached = self._gzip_cache.get(target)
         if cached is not None and cached[0] == etag:
             return cached[1]
-        body = gzip.compress(target.read_bytes(), compresslevel=6, mtime=0)
+        body = gzip.compress(self._read(target), compresslevel=6, mtime=0)
         self._gzip_cache[target] = (etag, body)
         return body
+
+    def _names_node(self, target: Path) -> bool:
+        return bool(self.node_id) and target == self.root / "index.html"
+
+    def _read(self, target: Path) -> bytes:
+        data = target.read_bytes()
+        if self._names_node(target):
+            data = data.replace(NODE_META, NODE_META.replace(b'""', f'"{self.node_id}"'.encode()), 1)
+        return data
 
     async def _logo(self, req: HttpRequest, name: str, directory: Path, writer: asyncio.StreamWriter) -> None:
         target = directory / name

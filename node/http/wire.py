@@ -142,9 +142,9 @@ async def send(
         **(extra or {}),
     }
     lines = [f"HTTP/1.1 {status.value} {status.phrase}"] + [f"{k}: {v}" for k, v in headers.items()]
-    writer.write(("\r\n".join(lines) + "\r\n\r\n").encode("latin-1"))
-    if not head:
-        writer.write(body)
+    # One write, so one send(): head and body apart were two system calls and two loopback packets
+    # (TCP_NODELAY), the largest part of the node's time per file while a page loads.
+    writer.write(("\r\n".join(lines) + "\r\n\r\n").encode("latin-1") + (b"" if head else body))
     async with asyncio.timeout(SEND_TIMEOUT):
         await writer.drain()
 

@@ -529,6 +529,27 @@ async def test_static_files_are_gzipped_and_revalidated(web: Served) -> None:
     assert changed.body == b"export const answer = 43;\n"
 
 
+async def test_the_page_names_the_node_serving_it(tmp_path: Path) -> None:
+    """index.html's milo-node placeholder carries the node's id, gzipped or not; other files are as stored."""
+    root = tmp_path / "web"
+    (root / "js").mkdir(parents=True)
+    page = b'<head><meta name="milo-node" content=""></head>\n'
+    (root / "index.html").write_bytes(page)
+    (root / "js" / "index.html").write_bytes(page)
+    server = WebServer(root, Echo(), host="127.0.0.1", port=0, max_message=MAX_MESSAGE, node_id="kitchen")
+    await server.start()
+    try:
+        named = b'<head><meta name="milo-node" content="kitchen"></head>\n'
+        plain = await request(server.port, "GET", "/")
+        assert (plain.body, plain.headers["content-length"]) == (named, str(len(named)))
+        packed = await request(server.port, "GET", "/index.html", headers={"Accept-Encoding": "gzip"})
+        assert gzip.decompress(packed.body) == named
+        assert "kitchen" in plain.headers["etag"]  # the same file served by another node is another page
+        assert (await request(server.port, "GET", "/js/index.html")).body == page
+    finally:
+        await server.stop()
+
+
 async def test_a_page_of_another_site_may_not_use_the_websocket_nor_upload(web: Served) -> None:
     # A browser always says where the page comes from; the node's own page comes from its own origin.
     upgrade = {

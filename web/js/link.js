@@ -1,14 +1,21 @@
-// The MQTT link, in a (classic) Web Worker: it connects while the page's own modules are still
-// loading, finds the node, keeps to its topics and hands the page decoded messages; the page sends
-// commands through it. The client is Eclipse Paho's (MQTT 3.1.1 over WebSocket, 32 KB): the page
+// The MQTT link: a classic script index.html runs before the page's modules, so it connects while
+// they are still loading; it finds the node, keeps to its topics and hands the page decoded messages
+// through a MessageChannel (js/node.js talks to it as to a worker); the page sends commands the same
+// way. The client is Eclipse Paho's (MQTT 3.1.1 over WebSocket, 32 KB, loaded just before): the page
 // needs nothing more, and mqtt.js's 340 KB cost ~150 ms of parsing before the first connect.
-importScripts('../vendor/paho-mqtt.min.js');
+// It runs on the page's thread, not in a Worker: Chromium fetched and started the worker's script
+// only around the page's load event (250-400 ms in on bench/ui.py), most of the wait for the state.
+// One function around it all (left unindented): its names stay out of the page's globals.
+(() => {
+const page = self.miloLinkPort; // self is the page's window
 
 // With several nodes on one broker and none serving this page's port, wait this long for all
 // retained `info` messages before taking the first node that showed up.
 const DISCOVERY_GRACE_MS = 1200;
 
-const params = new URLSearchParams(self.location.search); // the page's own query, passed in the URL
+const params = new URLSearchParams(self.location.search); // ?node=<id>
+// The node that served this page, named in index.html by its HTTP server ('' from elsewhere).
+const served = document.querySelector('meta[name="milo-node"]')?.content || '';
 const id = `milo-ui-${Math.random().toString(36).slice(2, 10)}`;
 const replyTo = `milo-ui/${id}/reply`;
 const syncTopic = `milo-ui/${id}/sync`;
@@ -19,7 +26,7 @@ let anyNode = false;
 // What the page says to log in with (index.html sends it first thing; the page after a login).
 let credentials = null;
 
-const post = (message) => self.postMessage(message);
+const post = (message) => page.postMessage(message);
 // Paho sends a string as UTF-8 and bytes as they are; the page hands over either.
 const encode = (payload) => (typeof payload === 'string' ? payload : new Uint8Array(payload));
 
@@ -98,11 +105,15 @@ function subscribe(filter, done) {
 
 function onConnect() {
   post({ type: 'link', status: 'connected' });
-  for (const filter of ['milo/+/status', 'milo/+/info', replyTo]) subscribe(filter);
+  // One SUBSCRIBE for the three (paho takes a list): one packet for the broker to handle, not three.
+  subscribe(['milo/+/status', 'milo/+/info', replyTo]);
   if (base) {
     // Topics deleted while the link was down must go: the state is rebuilt from the retained messages.
     post({ type: 'clear' });
     subscribeState();
+  } else if (served && !params.get('node')) {
+    // Its state is asked for in the same flight as discovery, not after its `info` came back.
+    choose(served);
   } else {
     setTimeout(() => { anyNode = true; pickFallback(); }, DISCOVERY_GRACE_MS);
   }
@@ -133,7 +144,8 @@ function onMessage(topic, payload) {
   post({ type: 'state', path, value });
 }
 
-// Which node this page shows: ?node=<id>, else the one whose info says it serves this HTTP port.
+// Which node this page shows: ?node=<id>, else the one that served it (index.html names it), else
+// the one whose info says it serves this HTTP port.
 function discover(nodeId, path, value) {
   const entry = nodes.get(nodeId) || {};
   entry[path] = value;
@@ -167,7 +179,7 @@ function choose(nodeId) {
   subscribeState();
 }
 
-self.onmessage = (event) => {
+page.onmessage = (event) => {
   const message = event.data;
   if (message.type === 'publish' && client && client.isConnected() && base) {
     client.publish(`${base}/${message.path}`, encode(message.payload), 1, false);
@@ -175,4 +187,14 @@ self.onmessage = (event) => {
     login(message.user, message.password);
   }
 };
-// No connect until the page said what to log in with: its first message, sent with the worker's start.
+
+// The login this browser remembers (js/login.js), if any: the first connection uses it. The page
+// sends another ({type: 'auth'}) after a login form.
+try {
+  const saved = JSON.parse(localStorage.getItem('milo.login') || 'null');
+  if (saved && typeof saved.user === 'string' && typeof saved.password === 'string') {
+    credentials = { user: saved.user, password: saved.password };
+  }
+} catch { /* none remembered */ }
+connect();
+})();

@@ -1,4 +1,4 @@
-// The page's side of the link to the node (the MQTT client itself runs in a worker, js/link.js).
+// The page's side of the link to the node (the MQTT client itself is js/link.js, a classic script).
 // It keeps the node's retained state topics, sends commands, matches `<base>/error` to this page's
 // own commands, and runs request/response calls. Views read `state` and are told what changed.
 
@@ -59,22 +59,11 @@ export function login(user, password) {
   if (worker) worker.postMessage({ type: 'auth', user, password });
 }
 
-// index.html starts the worker before any module loads, and queues what it says meanwhile.
+// index.html starts the link before any module runs; what it said meanwhile waits in the channel.
 export function connect() {
   performance.mark('milo-connect');
-  if (!self.miloLink) {
-    // Started here, not by index.html: it waits for a login (none, or the remembered one) too.
-    worker = new Worker(`js/link.js${location.search}`, { type: 'module' });
-    let saved = null;
-    try { saved = JSON.parse(localStorage.getItem('milo.login') || 'null'); } catch { /* none */ }
-    worker.postMessage({ type: 'auth', user: saved?.user ?? null, password: saved?.password ?? null });
-  } else {
-    worker = self.miloLink;
-  }
-  const early = self.miloEarly || [];
-  self.miloEarly = [];
+  worker = self.miloLink;
   worker.onmessage = (event) => receive(event.data);
-  for (const message of early) receive(message);
 }
 
 function receive(message) {
