@@ -20,6 +20,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 import weakref
@@ -221,6 +222,9 @@ async def _initialize_client_session(
         await writer.close()
         raise AMQTTError("too many sockets waiting for their CONNECT")
     limits.pending += 1
+    # Connected clients by id, to see a takeover: with a clean session amqtt 0.12.1 deletes the old
+    # session (its subscriptions) and leaves its connection open, deaf; MQTT 3.1.1 §3.1.4 says close it.
+    before = {cid: pair for cid, pair in self._sessions.items() if pair[0].transitions.is_connected()}
     try:
         async with asyncio.timeout(s.connect_timeout_s if s.connect_timeout_s > 0 else None):
             handler, session = await original(self, reader, writer, remote_address, remote_port)
@@ -244,7 +248,28 @@ async def _initialize_client_session(
         await writer.drain()
         await writer.close()
         raise AMQTTError("too many connections")
+    if session.client_id in before:
+        await _take_over(self, limits, before[session.client_id], session, f"{remote_address}:{remote_port}")
     return handler, session
+
+
+async def _take_over(
+    broker: Broker, limits: Limits, old: tuple[Session, BrokerProtocolHandler], new: Session, peer: str
+) -> None:
+    """A client id connected again: the previous connection is closed, and that is said on `error`."""
+    client_id = new.client_id or "?"
+    limits.report(
+        "client_taken_over",
+        client_id,
+        "",
+        f"client id {client_id} connected again from {peer}: its previous connection is closed",
+    )
+    current = broker._sessions.get(client_id)
+    if current is not None and current[0] is old[0]:
+        return  # the same (persistent) session: amqtt's own take-over closes the old connection
+    with contextlib.suppress(Exception):
+        await old[1].handle_connection_closed()
+        await old[1].stop()
 
 
 async def add_subscription(self: Broker, subscription: tuple[str, int], session: Session) -> int:

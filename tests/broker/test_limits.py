@@ -214,3 +214,30 @@ async def test_a_client_that_waits_for_each_answer_is_never_throttled(run_node: 
         assert trips / (loop.time() - start) > 50 * 2, trips  # faster than the rate, not paused
         await p.quiet(f"{r.base}/error", after=mark, probe_topic="test/flush")
         writer.close()
+
+
+async def test_a_client_id_taken_over_closes_the_first_connection_and_is_reported(
+    run_node: NodeFactory,
+) -> None:
+    async with run_node() as r, probe(r.port) as p:
+        await p.subscribe(f"{r.base}/error")
+        mark = p.mark()
+        first_reader, first_writer, rc = await _connect(r.port, "kitchen-tablet")
+        assert rc == 0
+        second_reader, second_writer, rc = await _connect(r.port, "kitchen-tablet")
+        assert rc == 0
+        # MQTT 3.1.1 §3.1.4: the server disconnects the existing client; it is never left deafened.
+        async with asyncio.timeout(10):
+            await _eof(first_reader)
+        err = await _error(p, r.base, "client_taken_over", mark)
+        assert "kitchen-tablet" in err["error"]
+        # The new connection is served: its subscription gets what is published.
+        second_writer.write(subscribe_packet(1, "takeover/x"))
+        await second_writer.drain()
+        await p.publish("takeover/x", "hello")
+        buf = b""
+        async with asyncio.timeout(10):
+            while b"hello" not in buf:
+                buf += await second_reader.read(65536)
+        first_writer.close()
+        second_writer.close()
