@@ -1,7 +1,7 @@
 // Start-up: language, the MQTT link, the dock of views, and the one render loop they share.
 import * as node from './node.js';
-import { h, icon, toast, clear } from './dom.js';
-import { t, tOr, setLanguage, remembered, onLanguage } from './i18n.js';
+import { h, icon, toast, clear, errorTitle } from './dom.js';
+import { t, setLanguage, remembered, onLanguage } from './i18n.js';
 import playing from './views/playing.js';
 import radio from './views/radio.js';
 import equalizer from './views/equalizer.js';
@@ -85,11 +85,10 @@ function header() {
   document.title = name ? `Milo · ${name}` : 'Milo';
 }
 
-// Every error the node returns for this page's commands is shown: the translated code, then
-// the node's own words.
+// Every error the node returns for this page's commands is shown: what its code means, in the
+// page's language, and under it (smaller) the node's own words.
 function showError(error) {
-  const title = tOr(`err.${error.code}`, t('err.other'), { code: error.code });
-  toast(title, error.error || '');
+  toast(errorTitle(error.code), error.error || '');
 }
 
 function followLanguage(paths) {

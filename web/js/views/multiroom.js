@@ -16,8 +16,9 @@ export default { id: 'multiroom', icon: 'multiroom', label: 'nav.multiroom', mou
 
 function mount(root) {
   el.missing = notAvailable('multiroom.not_available');
-  el.enabled = h('input', { type: 'checkbox', id: 'mr-enabled', onChange: () => node.send('routing/set', { multiroom: el.enabled.checked }) });
-  el.switch = h('label.switch', {}, el.enabled, h('span', { i18n: 'multiroom.enabled' }));
+  el.enabled = h('input', { type: 'checkbox', id: 'mr-enabled', role: 'switch', onChange: () => node.send('routing/set', { multiroom: el.enabled.checked }) });
+  el.enabledState = h('span.state', { id: 'mr-enabled-state' });
+  el.switch = h('label.switch', {}, el.enabled, h('span', { i18n: 'multiroom.enabled' }), el.enabledState);
   el.clients = h('ul.list', { id: 'clients' });
   el.status = h('span.dim', { id: 'mr-server' });
   el.presets = h('div.chips', { id: 'mr-presets', role: 'group', label: 'multiroom.preset' });
@@ -107,6 +108,7 @@ function update(paths, force = false) {
   if (!present) return;
   const routing = node.get('routing');
   el.enabled.checked = Boolean(routing && typeof routing === 'object' ? routing.multiroom : state.enabled);
+  el.enabledState.textContent = t(el.enabled.checked ? 'common.on' : 'common.off');
   const list = clients(state);
   // Rows are rebuilt only when the clients themselves change, never for a volume: a slider being
   // dragged stays the same element.

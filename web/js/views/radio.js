@@ -1,15 +1,15 @@
 // Radio: favorites, search of the station directory (name, country, genre), custom stations with
 // logo upload, and the stations marked broken.
 import * as node from '../node.js';
-import { h, icon, clear, logo, notAvailable, toast } from '../dom.js';
-import { t, tOr } from '../i18n.js';
+import { h, icon, clear, logo, notAvailable, toast, errorTitle, errorDetail } from '../dom.js';
+import { t } from '../i18n.js';
 
 const TABS = ['favorites', 'search', 'custom', 'broken'];
 const PAGE = 30;
 const el = {};
 let tab = 'favorites';
 let results = [];
-let searchState = { busy: false, total: null, offset: 0, source: '', error: '', done: false, query: null };
+let searchState = { busy: false, total: null, offset: 0, source: '', error: null, done: false, query: null };
 let searchSequence = 0;
 let editing = null; // the custom station being edited, or null when adding
 let saving = false; // the form is kept until the node's list echoes the save (or refuses it)
@@ -148,7 +148,10 @@ function renderSearchStatus() {
   const s = searchState;
   let text = '';
   if (s.busy) text = t('radio.searching');
-  else if (s.error) text = s.error;
+  else if (s.error) {
+    clear(el.searchStatus, h('span.why', { text: errorTitle(s.error.code) }), errorDetail(s.error.detail));
+    return;
+  }
   else if (s.query && !results.length) text = t('radio.no_results');
   else if (results.length) {
     const partial = s.total !== null && s.total !== undefined && s.total > results.length;
@@ -161,7 +164,7 @@ function renderSearchStatus() {
 async function search(offset) {
   const query = { query: el.query.value.trim(), country: el.country.value.trim().toUpperCase(), tag: el.tag.value.trim() };
   const sequence = ++searchSequence;
-  searchState = { ...searchState, busy: true, error: '', query };
+  searchState = { ...searchState, busy: true, error: null, query };
   if (offset === 0) results = [];
   renderSearchStatus();
   el.more.hidden = true;
@@ -175,7 +178,7 @@ async function search(offset) {
     searchState.source = reply.result.source;
     searchState.done = found.length < PAGE;
   } else {
-    searchState.error = `${tOr(`err.${reply.code}`, t('err.other'))}${reply.error ? `: ${reply.error}` : ''}`;
+    searchState.error = { code: reply.code, detail: reply.error || '' };
     searchState.done = true;
   }
   update(new Set(['radio/favorites']));
@@ -211,7 +214,7 @@ async function upload() {
     if (!response.ok) throw Object.assign(new Error(body.error || `HTTP ${response.status}`), { code: body.code });
     setLogo(body.url);
   } catch (error) {
-    toast(tOr(`err.${error.code}`, t('err.upload')), error.message);
+    toast(errorTitle(error.code, 'error.upload'), error.message);
   }
 }
 
