@@ -141,8 +141,23 @@ export function toast(title, detail = '', kind = 'error', ms = 7000) {
   return el;
 }
 
-export function notAvailable(key = 'common.not_available') {
-  return h('p.notice', { i18n: key });
+// What a view shows without its subsystem: its sentence and, when the node says why (the
+// {status, reason} its state topic holds meanwhile), what that means and what to do, in the page's
+// language, with the node's reason as detail. `explain(record)` follows that record.
+export function notAvailable(key = 'common.not_available', spec = 'div') {
+  const why = h('p.why');
+  const todo = h('p.todo');
+  const detail = h('small.detail');
+  const box = h(`${spec}.missing`, {}, h('p.notice', { i18n: key }), h('div.why-box', {}, why, todo, detail));
+  box.explain = (record) => {
+    const status = record ? record.status : '';
+    box.dataset.status = status;
+    why.textContent = status ? tOr(`absent.${status}`, '') : '';
+    todo.textContent = status ? tOr(`absent.${status}_todo`, '') : '';
+    // "disabled" is all the node says of a switched-off part: the translation has said it already.
+    detail.textContent = record && record.reason !== status ? record.reason : '';
+  };
+  return box;
 }
 
 // A slider that state updates cannot yank from under a finger. While it is held (and until the

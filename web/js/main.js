@@ -12,23 +12,28 @@ import info from './views/info.js';
 
 const VIEWS = [playing, radio, bluetooth, equalizer, multiroom, settings, info];
 const params = new URLSearchParams(location.search);
-const views = new Map(); // id -> { view, section, button, stale }
+const views = new Map(); // id -> { view, section, live, button, stale }
 let currentId = null;
 let firstState = false;
 
 function build() {
   const main = document.getElementById('views');
   const dock = document.getElementById('dock');
+  // Shown while no command can reach the node; the views' controls are disabled meanwhile.
+  main.append(h('div.banner', { id: 'banner', role: 'alert', hidden: true }, h('span', { id: 'banner-text' })));
   for (const view of VIEWS) {
-    const section = h('section.view', { id: `view-${view.id}`, hidden: true });
+    // Each view's controls sit in a fieldset: disabling it disables them all, whatever the view
+    // itself disabled stays so, and nothing clicked while the link is down is lost in silence.
+    const live = h('fieldset.live');
+    const section = h('section.view', { id: `view-${view.id}`, hidden: true }, live);
     const button = h('button', {
       dataset: { view: view.id },
       onClick: () => { location.hash = view.id; },
     }, icon(view.icon), h('span', { i18n: view.label }));
     main.append(section);
     dock.append(button);
-    view.mount(section);
-    views.set(view.id, { view, section, button, stale: true });
+    view.mount(live);
+    views.set(view.id, { view, section, live, button, stale: true });
   }
 }
 
@@ -83,6 +88,21 @@ function header() {
   const name = info && typeof info === 'object' ? info.host || info.node_id : node.link.nodeId;
   document.getElementById('node-name').textContent = name ? `Milo · ${name}` : 'Milo';
   document.title = name ? `Milo · ${name}` : 'Milo';
+  banner(offline);
+}
+
+// The link lost (or the node gone): say so, and take the controls away until the state is back.
+// The first connection is not a loss: the page shows nothing to click before the state arrives.
+function banner(offline) {
+  const lost = node.link.status === 'offline' && firstState;
+  const down = lost || offline;
+  const box = document.getElementById('banner');
+  box.hidden = !down;
+  document.body.classList.toggle('link-down', down);
+  const text = document.getElementById('banner-text');
+  text.dataset.i18n = offline && !lost ? 'conn.banner_node_offline' : 'conn.banner_offline';
+  text.textContent = t(text.dataset.i18n);
+  for (const entry of views.values()) entry.live.disabled = down;
 }
 
 // Every error the node returns for this page's commands is shown: what its code means, in the

@@ -40,6 +40,7 @@ function update() {
   const eq = node.get('equalizer');
   const present = eq && typeof eq === 'object';
   el.missing.hidden = present;
+  el.missing.explain(node.absent('equalizer'));
   el.body.hidden = !present;
   if (!present) return;
   const routing = node.get('routing');

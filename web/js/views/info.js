@@ -33,6 +33,7 @@ function update() {
   const info = node.get('info');
   const present = info && typeof info === 'object';
   el.missing.hidden = present;
+  el.missing.explain(node.absent('info'));
   el.body.hidden = !present;
   if (!present) return;
   const rows = [

@@ -80,6 +80,12 @@ function row(client) {
         h('button.icon', { label: 'multiroom.latency_up', onClick: () => nudge(10) }, icon('plus')))));
 }
 
+// An empty list says what would be there and how to get it: multiroom off, or on with nobody yet.
+function empty(on) {
+  const [title, hint] = on ? ['multiroom.no_clients', 'multiroom.no_clients_hint'] : ['multiroom.off', 'multiroom.off_hint'];
+  return h('li.empty', { id: 'mr-empty', dataset: { on: String(on) } }, h('span', { i18n: title }), h('span.hint', { i18n: hint }));
+}
+
 function renameForm(client) {
   const input = h('input.grow', { type: 'text', value: client.name || '', maxLength: 100, ph: 'multiroom.name' });
   const done = () => { renaming = null; update(null, true); };
@@ -104,6 +110,7 @@ function update(paths, force = false) {
   const state = node.get('multiroom');
   const present = state && typeof state === 'object';
   el.missing.hidden = present;
+  el.missing.explain(node.absent('multiroom'));
   el.body.hidden = !present;
   if (!present) return;
   const routing = node.get('routing');
@@ -113,11 +120,11 @@ function update(paths, force = false) {
   // Rows are rebuilt only when the clients themselves change, never for a volume: a slider being
   // dragged stays the same element.
   const shape = JSON.stringify([list.map((c) => [c.id, c.name, c.connected, c.local, c.host, c.version]),
-    state.settings?.buffer_ms, renaming, document.documentElement.lang]);
+    state.settings?.buffer_ms, renaming, document.documentElement.lang, el.enabled.checked]);
   if (force || !paths || shape !== signature) {
     signature = shape;
     rows.clear();
-    clear(el.clients, list.length ? list.map(row) : h('li.dim', { i18n: 'multiroom.no_clients' }));
+    clear(el.clients, list.length ? list.map(row) : empty(el.enabled.checked));
   }
   for (const client of list) {
     const r = rows.get(String(client.id));

@@ -111,6 +111,7 @@ function update(paths) {
   const radio = node.get('source/radio');
   const present = radio && typeof radio === 'object';
   el.missing.hidden = present;
+  el.missing.explain(node.absent('source/radio'));
   el.tabs.hidden = !present;
   for (const [name, panel] of Object.entries(el.panels)) panel.hidden = !present || name !== tab;
   if (!present) return;
@@ -122,7 +123,8 @@ function update(paths) {
   if (touched('radio/favorites', 'source/radio')) {
     clear(el.favorites, favorites.length
       ? favorites.map((s, index) => stationRow(s, { ...context, custom: s.custom, index }))
-      : h('li.dim', { i18n: 'radio.no_favorites' }));
+      : h('li.empty', {}, h('span.grow', { i18n: 'radio.no_favorites' }),
+        h('button', { i18n: 'radio.go_search', dataset: { go: 'search' }, onClick: () => { tab = 'search'; update(null); } })));
   }
   if (touched('radio/favorites', 'source/radio')) renderResults(context);
   if (saving && paths && paths.has('radio/custom')) {
@@ -133,7 +135,7 @@ function update(paths) {
     const custom = list('radio/custom') || [];
     clear(el.custom, custom.length
       ? custom.map((s) => stationRow(s, { ...context, custom: true }))
-      : h('li.dim', { i18n: 'radio.no_custom' }));
+      : h('li.empty', {}, h('span', { i18n: 'radio.no_custom' }), h('span.hint', { i18n: 'radio.no_custom_hint' })));
   }
   if (touched('radio/broken')) renderBroken();
   if (!paths) renderSearchStatus();
@@ -152,7 +154,10 @@ function renderSearchStatus() {
     clear(el.searchStatus, h('span.why', { text: errorTitle(s.error.code) }), errorDetail(s.error.detail));
     return;
   }
-  else if (s.query && !results.length) text = t('radio.no_results');
+  else if (s.query && !results.length) {
+    clear(el.searchStatus, h('span', { text: t('radio.no_results') }), h('span.hint', { text: t('radio.no_results_hint') }));
+    return;
+  } else if (!s.query) text = t('radio.search_hint');
   else if (results.length) {
     const partial = s.total !== null && s.total !== undefined && s.total > results.length;
     text = partial ? t('radio.results_total', { n: results.length, total: s.total }) : t('radio.results', { n: results.length });
