@@ -80,7 +80,7 @@ async def views(browser: Browser, node: UiNode, size: str, out: Path) -> None:
     await shoot(page, f"equalizer-{size}", out)
     await page.locator("[data-view=settings]").click()
     section = page.locator("details[data-config='volume/config']")
-    await section.locator("summary").click()
+    await section.locator(":scope > summary").click()
     await expect(section.locator("[data-key=limit_max] input")).to_have_value("100")
     await section.evaluate("e => e.scrollIntoView({ block: 'start' })")
     await shoot(page, f"settings-{size}", out)

@@ -52,7 +52,7 @@ function update() {
   clear(el.facts, rows.map(([key, value]) => [h('dt', { i18n: key }), h('dd', { text: value ?? '–' })]));
   const subsystems = Object.entries(info.subsystems || {});
   clear(el.subsystems, subsystems.map(([name, s]) => h('li', { dataset: { subsystem: name } },
-    h('div.grow', {}, h('div', { text: name }), s.detail ? h('div.detail', { text: s.detail }) : null),
+    h('div.grow', {}, h('div', { text: tOr(`subsystem.${name}`, name), title: name }), s.detail ? h('div.detail', { text: s.detail }) : null),
     h(`span.badge.${s.status}`, { text: tOr(`status.${s.status}`, s.status) }))));
   const notices = info.notices || [];
   el.noticesTitle.hidden = !notices.length;
