@@ -93,3 +93,24 @@ async def test_empty_views_say_what_they_would_show_and_how_to_get_there(
     await page.locator("#search button[type=submit]").click()
     await expect(page.locator("#search-status")).to_contain_text("No station found.")
     await expect(page.locator("#search-status .hint")).to_contain_text("fewer words")
+
+
+async def test_the_radio_view_says_the_directory_is_down_before_anyone_searches(
+    browser: Browser, milo: UiNode, mqtt: Probe
+) -> None:
+    page = await open_page(browser, milo.url + "#radio", viewport=PHONE)
+    await expect(page.locator("#directory-down")).to_be_hidden()
+    # The directory fails the radio's own index refresh: the radio's state says so, and the view too.
+    milo.directory.status = 503
+    mark = mqtt.mark()
+    await mqtt.publish(f"{milo.base}/radio/index/set", "refresh")
+    await mqtt.wait_for(
+        f"{milo.base}/radio/index", lambda g: g.json()["directory"] == "unreachable", after=mark
+    )
+    down = page.locator("#directory-down")
+    await expect(down).to_contain_text("The station directory cannot be reached.")
+    await expect(down).to_contain_text("internet connection")
+    await expect(down.locator(".detail")).to_contain_text("503")
+    milo.directory.status = None
+    await mqtt.publish(f"{milo.base}/radio/index/set", "refresh")
+    await expect(down).to_be_hidden(timeout=15_000)

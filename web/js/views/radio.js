@@ -33,7 +33,9 @@ function mount(root) {
     h('div.row', {}, h('span.grow.dim', { i18n: 'radio.broken_help' }),
       el.resetAll = h('button', { i18n: 'radio.reset_all', onClick: () => node.send('radio/broken/set', 'all') })),
     el.broken = h('ul.list', { id: 'broken' }));
-  root.append(el.missing, el.tabs, ...Object.values(el.panels));
+  // The directory as the radio last heard from it (`radio/index`): said before anyone searches.
+  el.directory = h('div.directory-down', { id: 'directory-down', role: 'status', hidden: true });
+  root.append(el.missing, el.directory, el.tabs, ...Object.values(el.panels));
 }
 
 function searchPanel() {
@@ -138,7 +140,19 @@ function update(paths) {
       : h('li.empty', {}, h('span', { i18n: 'radio.no_custom' }), h('span.hint', { i18n: 'radio.no_custom_hint' })));
   }
   if (touched('radio/broken')) renderBroken();
+  if (touched('radio/index')) renderDirectory();
   if (!paths) renderSearchStatus();
+}
+
+function renderDirectory() {
+  const index = node.get('radio/index');
+  const down = Boolean(index && typeof index === 'object' && index.directory === 'unreachable');
+  el.directory.hidden = !down;
+  if (!down) return;
+  const meanwhile = index.stations
+    ? t('radio.directory_down_index', { n: index.stations })
+    : t('radio.directory_down_no_index');
+  clear(el.directory, h('b', { i18n: 'radio.directory_down' }), h('span.hint', { text: meanwhile }), errorDetail(index.directory_error));
 }
 
 function renderResults(context) {
