@@ -82,6 +82,10 @@ async def test_settings_are_translated_grouped_and_the_rare_keys_folded(
     await expect(refresh.locator(".label")).to_have_text("Actualiser toutes les")
     await expect(refresh.locator(".help")).to_contain_text("température")
     await expect(refresh.locator(".unit")).to_have_text("s")
+    # The on/off switch is named for what it turns on and says its state apart.
+    enabled = info.locator("[data-key=enabled]")
+    await expect(enabled.locator(".label")).to_have_text("Informations du nœud")
+    await expect(enabled.locator(".state")).to_have_text("Activé")
     # The rare keys are there, folded away; what only the node's file may set is shown, not editable.
     advanced = radio.locator("details.advanced")
     ao = advanced.locator("[data-key=ao]")
@@ -94,6 +98,7 @@ async def test_settings_are_translated_grouped_and_the_rare_keys_folded(
     # A choice is a list of what the schema allows.
     search = radio.locator("[data-key=search] select")
     assert len(await search.locator("option").all()) >= 2
+    await expect(search.locator("option[value=auto]")).to_have_text("L'annuaire, sinon la copie locale")
 
 
 @pytest.mark.timeout(60)

@@ -214,6 +214,14 @@ function keyText(name, key, part) {
   return tOr(`settings.${name}.${key}.${part}`, tOr(`settings.common.${key}.${part}`, part === 'label' ? key : ''));
 }
 
+// What a choice means, where a person picks it; technical values (a program's name) are shown as they are.
+function choiceText(name, key, value) {
+  const own = tOr(`settings.${name}.${key}.choice.${value}`, '');
+  if (own) return own;
+  if (name === 'knob') return tOr(`knob.action.${value}`, String(value));
+  return key === 'bitrate' ? `${value} kbit/s` : String(value);
+}
+
 function kindOf(value, spec) {
   if (spec) return spec.kind;
   if (typeof value === 'boolean') return 'boolean';
@@ -232,33 +240,41 @@ function makeField(name, key, value, spec, onDirty) {
     if (spec && spec.minimum !== undefined) input.min = spec.minimum;
     if (spec && spec.maximum !== undefined) input.max = spec.maximum;
   } else if (type === 'string') input = h('input', { type: 'text', autocomplete: 'off', spellcheck: false, maxLength: spec?.maxLength });
-  else if (type === 'choice') input = h('select', {}, spec.choices.map((c) => h('option', { value: String(c), text: String(c) })));
+  else if (type === 'choice') input = h('select', {}, spec.choices.map((c) => h('option', { value: String(c), text: choiceText(name, key, c) })));
   else input = h('textarea', { spellcheck: false, rows: 3 });
   input.disabled = local;
-  const label = h('span.label', { text: keyText(name, key, 'label'), title: key });
+  // A switch is named for what it turns on (`enabled`: the subsystem itself), its state said beside it.
+  const text = key === 'enabled' ? tOr(`subsystem.${name}`, keyText(name, key, 'label')) : keyText(name, key, 'label');
+  const label = h('span.label', { text, title: key });
+  const state = type === 'boolean' ? h('span.state') : null;
+  const showState = () => { if (state) state.textContent = t(input.checked ? 'common.on' : 'common.off'); };
   const unit = spec && spec.unit ? h('span.unit', { text: t(`settings.unit.${spec.unit}`) }) : null;
   const help = keyText(name, key, 'help');
   const message = h('div.msg.field-msg');
   const notes = [help ? h('small.help', { text: help }) : null,
     local ? h('small.help.local', { text: t('settings.local_only') }) : null, message];
   const box = type === 'boolean'
-    ? h('div.field.bool', {}, h('label.switch', {}, input, label), ...notes)
+    ? h('div.field.bool', {}, h('label.switch', {}, input, label, state), ...notes)
     : h('div.field', {}, h('label', {}, label, h('span.input-unit', {}, input, unit)), ...notes);
   box.dataset.key = key;
   const field = { key, type, input, box, message, original: value, dirty: false, pending: undefined, spec };
   field.set = (v) => {
     field.original = v;
-    if (type === 'boolean') input.checked = Boolean(v);
-    else if (type === 'json') input.value = JSON.stringify(v, null, 1);
+    if (type === 'boolean') {
+      input.checked = Boolean(v);
+      showState();
+    } else if (type === 'json') input.value = JSON.stringify(v, null, 1);
     else input.value = v === null || v === undefined ? '' : String(v);
   };
   field.read = () => {
     if (type === 'boolean') return input.checked;
     if (type === 'integer' || type === 'number') return input.value.trim() === '' ? null : Number(input.value);
-    if (type === 'string' || type === 'choice') return input.value;
+    if (type === 'string') return input.value;
+    if (type === 'choice') return spec.choices.find((c) => String(c) === input.value) ?? input.value; // 160, not "160"
     return JSON.parse(input.value);
   };
   const mark = () => {
+    showState();
     field.dirty = true;
     field.pending = undefined;
     box.classList.add('dirty');
