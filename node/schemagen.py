@@ -163,10 +163,8 @@ def web_settings(classes: Sequence[type[Subsystem[Any, Any]]] = registry.ALL) ->
             if unit and field["kind"] in ("integer", "number"):
                 field["unit"] = unit
         out[f"{cls.state_topic()}/config"] = {"name": cls.name, "keys": keys}
-    return (
-        json.dumps({"schema_version": SCHEMA_VERSION, "configs": out}, sort_keys=True, separators=(",", ":"))
-        + "\n"
-    )
+    # In the models' order: `enabled` first, then each key where its model puts it.
+    return json.dumps({"schema_version": SCHEMA_VERSION, "configs": out}, separators=(",", ":")) + "\n"
 
 
 def write(directory: Path = SCHEMA_DIR) -> list[str]:

@@ -24,7 +24,7 @@ function build() {
   for (const view of VIEWS) {
     // Each view's controls sit in a fieldset: disabling it disables them all, whatever the view
     // itself disabled stays so, and nothing clicked while the link is down is lost in silence.
-    const live = h('fieldset.live');
+    const live = h('fieldset.controls');
     const section = h('section.view', { id: `view-${view.id}`, hidden: true }, live);
     const button = h('button', {
       dataset: { view: view.id },
@@ -99,6 +99,7 @@ function banner(offline) {
   const box = document.getElementById('banner');
   box.hidden = !down;
   document.body.classList.toggle('link-down', down);
+  if (down) document.body.style.setProperty('--banner-h', `${box.offsetHeight}px`);
   const text = document.getElementById('banner-text');
   text.dataset.i18n = offline && !lost ? 'conn.banner_node_offline' : 'conn.banner_offline';
   text.textContent = t(text.dataset.i18n);
