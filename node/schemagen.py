@@ -1,7 +1,4 @@
-"""Writes schemas/: JSON Schema for every state, command, config and request payload, and the topic table.
-
-Also web/schemas.json: what the settings page needs of every config schema, small enough to fetch.
-"""
+"""Writes schemas/ (JSON Schema of every payload, the topic table) and web/schemas.json for settings."""
 
 from __future__ import annotations
 

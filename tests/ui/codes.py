@@ -1,10 +1,9 @@
-"""Every error code the node can send, found by reading its source (no list to keep in step by hand).
+"""Every error code the node can send, found by reading its source (no list to keep in step by hand)."""
 
-A code reaches a client as the `code` of an `<base>/error` answer, of a request's reply, or of an HTTP
-error body. It is always the first argument of CommandError or LogoError, the third of HttpError
-(or its `code=`), or the third of a runner's `report(...)`. Where the argument is a name, the string
-constants assigned to that name in the same function count (`code = "a" if ... else "b"`).
-"""
+# A code reaches a client as the `code` of an `<base>/error` answer, of a request's reply, or of an HTTP
+# error body. It is always the first argument of CommandError or LogoError, the third of HttpError
+# (or its `code=`), or the third of a runner's `report(...)`. Where the argument is a name, the string
+# constants assigned to that name in the same function count (`code = "a" if ... else "b"`).
 
 from __future__ import annotations
 
