@@ -63,12 +63,19 @@ export async function setLanguage(lang) {
   if (!(lang in LANGUAGES)) lang = 'en';
   wanted = lang;
   if (lang === current) return;
-  const [loaded, ...extra] = await Promise.all([
-    fetchStrings(`i18n/${lang}.json`),
-    ...[...parts].map((part) => fetchStrings(`i18n/${part}/${lang}.json`)),
-  ]);
-  // A slower, older request must not win over the latest choice.
-  if (wanted !== lang) return;
+  let asked;
+  let loaded;
+  let extra;
+  do {
+    // A part a view asked for while this language was on its way is fetched in it too.
+    asked = [...parts];
+    [loaded, ...extra] = await Promise.all([
+      fetchStrings(`i18n/${lang}.json`),
+      ...asked.map((part) => fetchStrings(`i18n/${part}/${lang}.json`)),
+    ]);
+    // A slower, older request must not win over the latest choice.
+    if (wanted !== lang) return;
+  } while (asked.length !== parts.size);
   strings = Object.assign(loaded, ...extra);
   current = lang;
   try { localStorage.setItem(STORE_KEY, lang); } catch { /* not persisted locally: the node has it */ }
