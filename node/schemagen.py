@@ -1,4 +1,4 @@
-"""Writes schemas/: JSON Schema for every state, command, config and request payload, and the topic table."""
+"""Writes schemas/ (JSON Schema of every payload, the topic table) and web/schemas.json for settings."""
 
 from __future__ import annotations
 
@@ -13,9 +13,10 @@ from pydantic import BaseModel, TypeAdapter
 from node import SCHEMA_VERSION, registry
 from node.config import REPO_ROOT
 from node.framework.payloads import Availability, ErrorPayload, Reply, Request
-from node.framework.subsystem import Subsystem
+from node.framework.subsystem import LOCAL_ONLY, Subsystem
 
 SCHEMA_DIR = REPO_ROOT / "schemas"
+WEB_SETTINGS = REPO_ROOT / "web" / "schemas.json"
 DOCS = REPO_ROOT / "docs" / "mqtt.md"
 BASE = "milo/<node_id>"
 # docs/mqtt.md: the part between these lines is generated; the cookbook around it is written by hand.
@@ -111,9 +112,63 @@ def _readme(rows: list[tuple[str, str, str, str]], classes: Sequence[type[Subsys
     return "\n".join(lines)
 
 
+def _field(spec: dict[str, Any], defs: dict[str, Any]) -> dict[str, Any]:
+    """One config key as the settings form draws it: its kind, bounds, choices and default."""
+    spec = _resolve(spec, defs)
+    alternatives = [_resolve(a, defs) for a in spec.get("anyOf", [spec])]
+    nullable = any(a.get("type") == "null" for a in alternatives)
+    main = next((a for a in alternatives if a.get("type") != "null"), {})
+    out: dict[str, Any] = {}
+    if "enum" in main:
+        out["kind"], out["choices"] = "choice", main["enum"]
+    elif main.get("type") in ("boolean", "integer", "number", "string"):
+        out["kind"] = main["type"]
+    else:
+        out["kind"] = "json"  # a list, a map, a union of several: edited as JSON text
+    for key in ("minimum", "maximum", "exclusiveMinimum", "maxLength"):
+        if key in main:
+            out[key] = main[key]
+    if nullable:
+        out["nullable"] = True
+    if "default" in spec:
+        out["default"] = spec["default"]
+    if spec.get(LOCAL_ONLY):
+        out["local_only"] = True
+    return out
+
+
+# A key's unit, from the name the models give it (`timeout_s`, `latency_ms`), or a percent's name.
+_SUFFIXES = {"_s": "s", "_ms": "ms", "_h": "h", "_db": "db", "_percent": "percent"}
+_PERCENT = frozenset({"limit_max", "window_min", "window_max", "step", "brightness", "initial_volume"})
+
+
+def _unit(key: str) -> str:
+    if key in _PERCENT:
+        return "percent"
+    return next((unit for suffix, unit in _SUFFIXES.items() if key.endswith(suffix)), "")
+
+
+def web_settings(classes: Sequence[type[Subsystem[Any, Any]]] = registry.ALL) -> str:
+    """Config topic -> {name, keys: {key: field}}: what web/js/views/settings.js builds its forms from."""
+    out: dict[str, Any] = {}
+    for cls in classes:
+        schema = cls.Config.model_json_schema()
+        defs = schema.get("$defs", {})
+        keys = {key: _field(spec, defs) for key, spec in schema.get("properties", {}).items()}
+        for key, field in keys.items():
+            unit = _unit(key)
+            if unit and field["kind"] in ("integer", "number"):
+                field["unit"] = unit
+        out[f"{cls.state_topic()}/config"] = {"name": cls.name, "keys": keys}
+    # In the models' order: `enabled` first, then each key where its model puts it.
+    return json.dumps({"schema_version": SCHEMA_VERSION, "configs": out}, separators=(",", ":")) + "\n"
+
+
 def write(directory: Path = SCHEMA_DIR) -> list[str]:
     directory.mkdir(parents=True, exist_ok=True)
     wanted = generate()
+    if directory == SCHEMA_DIR:
+        WEB_SETTINGS.write_text(web_settings())
     if directory == SCHEMA_DIR and DOCS.exists():
         DOCS.write_text(with_reference(DOCS.read_text(), wanted))
     for name, content in wanted.items():
@@ -137,6 +192,8 @@ def check(directory: Path = SCHEMA_DIR) -> list[str]:
     if directory.exists():
         problems += [f"extra {p.name}" for p in directory.iterdir() if p.is_file() and p.name not in wanted]
     if directory == SCHEMA_DIR:
+        if not WEB_SETTINGS.exists() or WEB_SETTINGS.read_text() != web_settings():
+            problems.append(f"stale {WEB_SETTINGS.relative_to(REPO_ROOT)}")
         text = DOCS.read_text() if DOCS.exists() else ""
         if with_reference(text, wanted) != text:
             problems.append("stale docs/mqtt.md (its generated reference)")

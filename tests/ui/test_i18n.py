@@ -15,14 +15,12 @@ from node.framework.views import SourceStatus
 from node.subsystems.equalizer import PRESETS
 from node.subsystems.player import PlayerStatus
 from node.subsystems.ui import LANGUAGES
+from tests.ui.codes import codes_in, node_codes
 
 ROOT = Path(__file__).resolve().parents[2]
 WEB = ROOT / "web"
 I18N = WEB / "i18n"
 PLACEHOLDER = re.compile(r"\{(\w+)\}")
-# Codes the framework reports without a CommandError at the raise site, and the logo upload's own.
-FRAMEWORK_CODES = {"corrupt_store", "crashed", "internal_error", "retained_command", "disabled"}
-UPLOAD_CODES = {"too_large", "empty", "busy", "too_many_pixels"}
 # The page's own codes: a request nobody answered, a command with no connection to send it on.
 PAGE_CODES = {"timeout", "offline", "other", "upload"}
 
@@ -77,12 +75,6 @@ def test_every_key_the_page_uses_exists() -> None:
     assert not missing, f"keys used but absent from web/i18n/en.json: {missing}"
 
 
-def node_codes() -> set[str]:
-    text = "\n".join(p.read_text() for p in (ROOT / "node").rglob("*.py"))
-    raised = re.findall(r"""(?:Command|Logo)Error\(\s*"([a-z_]+)\"""", text)
-    return set(raised) | FRAMEWORK_CODES | UPLOAD_CODES
-
-
 def test_keys_built_from_data_exist() -> None:
     """Keys the page builds at run time (`source.${name}`...) cannot be scanned: their families are listed."""
     english = load("en")
@@ -92,11 +84,38 @@ def test_keys_built_from_data_exist() -> None:
         "status": [s.value for s in Status],
         "eq.preset": list(PRESETS),
         "conn": ["connecting", "connected", "offline"],
-        "err": sorted(node_codes() | PAGE_CODES),
+        "error": sorted(node_codes() | PAGE_CODES),
     }
     missing = [f"{family}.{name}" for family, names in families.items() for name in names]
     missing = [key for key in missing if key not in english]
     assert not missing, f"add these to every web/i18n/*.json: {missing}"
+
+
+def test_the_code_scan_finds_every_way_a_code_is_raised() -> None:
+    """The scan is what keeps the translations complete: it must see each form a code is raised in."""
+    node = ROOT / "node"
+    assert {"invalid_payload", "local_only"} <= codes_in(node / "framework" / "runner.py")  # CommandError
+    assert {"crashed", "corrupt_store"} <= codes_in(node / "framework" / "runner.py")  # report(...)
+    assert {"disabled", "unavailable"} <= codes_in(node / "framework" / "runner.py")  # through a name
+    assert {"not_an_image", "too_many_logos"} <= codes_in(node / "http" / "logos.py")  # LogoError
+    assert {"foreign_origin", "bad_request", "busy"} <= codes_in(node / "http" / "server.py")  # HttpError
+    assert {"unresolvable_host", "unsafe_url"} <= node_codes()
+
+
+def test_every_error_code_has_its_own_message_in_every_language() -> None:
+    """A code without a message would show as "Refused (code)": each one the node sends is said in words."""
+    codes = node_codes() | PAGE_CODES
+    problems = [
+        f"{lang}.json lacks error.{code}"
+        for lang in LANGUAGES
+        for code in sorted(codes)
+        if f"error.{code}" not in load(lang)
+    ]
+    assert not problems, "\n".join(problems)
+    # Two codes, two different messages: an unknown host is not an address refused as unsafe.
+    for lang in LANGUAGES:
+        strings = load(lang)
+        assert strings["error.unresolvable_host"] != strings["error.unsafe_url"]
 
 
 class _TextWithoutKey(HTMLParser):

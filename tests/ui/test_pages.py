@@ -190,7 +190,7 @@ async def test_settings_send_only_changed_keys_and_show_refusals(
 ) -> None:
     phone, kiosk = await two_pages(browser, milo, "#settings")
     section = phone.locator("details[data-config='info/config']")
-    await section.locator("summary").click()
+    await section.locator(":scope > summary").click()
     field = section.locator("[data-key=refresh_s] input")
     await expect(field).to_have_value("60")
     mark = mqtt.mark()
@@ -199,12 +199,16 @@ async def test_settings_send_only_changed_keys_and_show_refusals(
     sent = (await mqtt.wait_for(f"{milo.base}/info/config/set", after=mark)).json()
     assert sent == {"refresh_s": 1}
     await expect(phone.locator(".toast")).to_contain_text("Invalid setting")
-    await expect(section.locator(".msg")).to_contain_text("refresh_s")
+    # The reason is shown at the field, and what was typed stays there to be corrected.
+    await expect(section.locator("[data-key=refresh_s] .msg")).to_contain_text("Invalid setting")
+    await expect(section.locator("[data-key=refresh_s] .msg .detail")).to_contain_text("5")
+    await expect(field).to_have_value("1")
     await field.fill("30")
     await section.locator("button[type=submit]").click()
     kiosk_section = kiosk.locator("details[data-config='info/config']")
-    await kiosk_section.locator("summary").click()
+    await kiosk_section.locator(":scope > summary").click()
     await expect(kiosk_section.locator("[data-key=refresh_s] input")).to_have_value("30")
+    await expect(section.locator("[data-key=refresh_s] .msg")).to_be_empty()
 
 
 async def test_equalizer_presets_and_bands(browser: Browser, milo: UiNode, mqtt: Probe) -> None:

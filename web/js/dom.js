@@ -1,5 +1,5 @@
 // Small DOM helpers shared by the views: element building, icons, logos, toasts and touch controls.
-import { t } from './i18n.js';
+import { t, tOr } from './i18n.js';
 
 // h('button.icon.primary', { onClick, label: 'np.play' }, child, ...): props starting with `on` are
 // listeners; `i18n`, `label` and `ph` are translation keys (kept as data-* for language changes).
@@ -115,10 +115,25 @@ export function logo(url, name, spec = 'span.logo') {
   return box;
 }
 
+// What the page says about an error is decided by its code; the node's English words are detail.
+export function errorTitle(code, fallback = 'error.other') {
+  return tOr(`error.${code}`, t(fallback, { code }), { code });
+}
+
+// The node's own text, smaller and apart, for whoever wants to know more (or reports a bug).
+export function errorDetail(detail) {
+  return detail ? h('small.detail', { text: detail, title: t('error.detail') }) : null;
+}
+
+// A translated title and, under it, the node's detail: where a form shows why it was refused.
+export function errorBox(spec, code, detail, fallback) {
+  return h(spec, { dataset: { code } }, h('span.why', { text: errorTitle(code, fallback) }), errorDetail(detail));
+}
+
 const MAX_TOASTS = 3;
 export function toast(title, detail = '', kind = 'error', ms = 7000) {
   const box = document.getElementById('toasts');
-  const el = h(`div.toast.${kind}`, { role: kind === 'error' ? 'alert' : 'status' }, h('b', { text: title }), detail);
+  const el = h(`div.toast.${kind}`, { role: kind === 'error' ? 'alert' : 'status' }, h('b', { text: title }), errorDetail(detail));
   box.append(el);
   while (box.children.length > MAX_TOASTS) box.firstElementChild.remove();
   el.addEventListener('click', () => el.remove());
@@ -126,8 +141,23 @@ export function toast(title, detail = '', kind = 'error', ms = 7000) {
   return el;
 }
 
-export function notAvailable(key = 'common.not_available') {
-  return h('p.notice', { i18n: key });
+// What a view shows without its subsystem: its sentence and, when the node says why (the
+// {status, reason} its state topic holds meanwhile), what that means and what to do, in the page's
+// language, with the node's reason as detail. `explain(record)` follows that record.
+export function notAvailable(key = 'common.not_available', spec = 'div') {
+  const why = h('p.why');
+  const todo = h('p.todo');
+  const detail = h('small.detail');
+  const box = h(`${spec}.missing`, {}, h('p.notice', { i18n: key }), h('div.why-box', {}, why, todo, detail));
+  box.explain = (record) => {
+    const status = record ? record.status : '';
+    box.dataset.status = status;
+    why.textContent = status ? tOr(`absent.${status}`, '') : '';
+    todo.textContent = status ? tOr(`absent.${status}_todo`, '') : '';
+    // "disabled" is all the node says of a switched-off part: the translation has said it already.
+    detail.textContent = record && record.reason !== status ? record.reason : '';
+  };
+  return box;
 }
 
 // A slider that state updates cannot yank from under a finger. While it is held (and until the

@@ -12,6 +12,24 @@ let strings = {};
 let current = null;
 let wanted = null;
 const listeners = new Set();
+// Parts of the strings a view loads when it first needs them (i18n/<part>/<lang>.json): the settings'
+// label and help of every config key would double what the first paint waits for.
+const parts = new Set();
+
+async function fetchStrings(path) {
+  const response = await fetch(path);
+  if (!response.ok) throw new Error(`${path}: HTTP ${response.status}`);
+  return response.json();
+}
+
+// The part's strings in the current language, and in every language chosen from now on.
+export async function loadPart(part) {
+  if (parts.has(part) || !current) return;
+  parts.add(part);
+  const lang = current;
+  const loaded = await fetchStrings(`i18n/${part}/${lang}.json`).catch((e) => { parts.delete(part); throw e; });
+  if (lang === current) Object.assign(strings, loaded);
+}
 
 export function language() {
   return current;
@@ -45,12 +63,20 @@ export async function setLanguage(lang) {
   if (!(lang in LANGUAGES)) lang = 'en';
   wanted = lang;
   if (lang === current) return;
-  const response = await fetch(`i18n/${lang}.json`);
-  if (!response.ok) throw new Error(`i18n/${lang}.json: HTTP ${response.status}`);
-  const loaded = await response.json();
-  // A slower, older request must not win over the latest choice.
-  if (wanted !== lang) return;
-  strings = loaded;
+  let asked;
+  let loaded;
+  let extra;
+  do {
+    // A part a view asked for while this language was on its way is fetched in it too.
+    asked = [...parts];
+    [loaded, ...extra] = await Promise.all([
+      fetchStrings(`i18n/${lang}.json`),
+      ...asked.map((part) => fetchStrings(`i18n/${part}/${lang}.json`)),
+    ]);
+    // A slower, older request must not win over the latest choice.
+    if (wanted !== lang) return;
+  } while (asked.length !== parts.size);
+  strings = Object.assign(loaded, ...extra);
   current = lang;
   try { localStorage.setItem(STORE_KEY, lang); } catch { /* not persisted locally: the node has it */ }
   document.documentElement.lang = lang;

@@ -1,8 +1,8 @@
 // Start-up: language, the MQTT link, the dock of views, and the one render loop they share.
 import * as node from './node.js';
 import { install as installLogin } from './login.js';
-import { h, icon, toast, clear } from './dom.js';
-import { t, tOr, setLanguage, remembered, onLanguage } from './i18n.js';
+import { h, icon, toast, clear, errorTitle } from './dom.js';
+import { t, setLanguage, remembered, onLanguage } from './i18n.js';
 import playing from './views/playing.js';
 import radio from './views/radio.js';
 import equalizer from './views/equalizer.js';
@@ -13,23 +13,28 @@ import info from './views/info.js';
 
 const VIEWS = [playing, radio, bluetooth, equalizer, multiroom, settings, info];
 const params = new URLSearchParams(location.search);
-const views = new Map(); // id -> { view, section, button, stale }
+const views = new Map(); // id -> { view, section, live, button, stale }
 let currentId = null;
 let firstState = false;
 
 function build() {
   const main = document.getElementById('views');
   const dock = document.getElementById('dock');
+  // Shown while no command can reach the node; the views' controls are disabled meanwhile.
+  main.append(h('div.banner', { id: 'banner', role: 'alert', hidden: true }, h('span', { id: 'banner-text' })));
   for (const view of VIEWS) {
-    const section = h('section.view', { id: `view-${view.id}`, hidden: true });
+    // Each view's controls sit in a fieldset: disabling it disables them all, whatever the view
+    // itself disabled stays so, and nothing clicked while the link is down is lost in silence.
+    const live = h('fieldset.controls');
+    const section = h('section.view', { id: `view-${view.id}`, hidden: true }, live);
     const button = h('button', {
       dataset: { view: view.id },
       onClick: () => { location.hash = view.id; },
     }, icon(view.icon), h('span', { i18n: view.label }));
     main.append(section);
     dock.append(button);
-    view.mount(section);
-    views.set(view.id, { view, section, button, stale: true });
+    view.mount(live);
+    views.set(view.id, { view, section, live, button, stale: true });
   }
 }
 
@@ -84,12 +89,28 @@ function header() {
   const name = info && typeof info === 'object' ? info.host || info.node_id : node.link.nodeId;
   document.getElementById('node-name').textContent = name ? `Milo · ${name}` : 'Milo';
   document.title = name ? `Milo · ${name}` : 'Milo';
+  banner(offline);
 }
 
-// Every error the node returns for this page's commands is shown: the translated code, then
-// the node's own words.
+// The link lost (or the node gone): say so, and take the controls away until the state is back.
+// The first connection is not a loss: the page shows nothing to click before the state arrives.
+function banner(offline) {
+  const lost = node.link.status === 'offline' && firstState;
+  const down = lost || offline;
+  const box = document.getElementById('banner');
+  box.hidden = !down;
+  document.body.classList.toggle('link-down', down);
+  if (down) document.body.style.setProperty('--banner-h', `${box.offsetHeight}px`);
+  const text = document.getElementById('banner-text');
+  text.dataset.i18n = offline && !lost ? 'conn.banner_node_offline' : 'conn.banner_offline';
+  text.textContent = t(text.dataset.i18n);
+  for (const entry of views.values()) entry.live.disabled = down;
+}
+
+// Every error the node returns for this page's commands is shown: what its code means, in the
+// page's language, and under it (smaller) the node's own words.
 function showError(error) {
-  const title = error.code === 'forbidden' ? t('login.forbidden') : tOr(`err.${error.code}`, t('err.other'), { code: error.code });
+  const title = error.code === 'forbidden' ? t('login.forbidden') : errorTitle(error.code);
   toast(title, error.error || '');
 }
 

@@ -152,6 +152,10 @@ class IndexState(BaseModel):
     built_at: float | None = Field(default=None, description="epoch seconds of the last rebuild")
     refreshing: bool = False
     error: str | None = Field(default=None, description="why the last refresh failed")
+    directory: Literal["unknown", "reachable", "unreachable"] = Field(
+        default="unknown", description="the station directory as last heard from (search, refresh, lookup)"
+    )
+    directory_error: str | None = Field(default=None, description="why the directory could not be reached")
 
 
 class RadioConfig(SourceConfig):

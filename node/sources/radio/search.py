@@ -69,11 +69,13 @@ class StationSearch:
             try:
                 result = await self._search_directory(request, hidden)
             except RadioBrowserError as exc:
+                await self.heard(exc)
                 if where == "directory":
                     message = f"the station directory cannot be reached ({exc})"
                     raise CommandError("directory_unreachable", message) from None
                 self.log.info("radio: directory search failed (%s); searching the local index", exc)
             else:
+                await self.heard(None)
                 return result
         return await self._search_index(request, hidden)
 
@@ -139,6 +141,7 @@ class StationSearch:
             try:
                 stations = await self.directory.by_ids([station_id])
             except RadioBrowserError as exc:
+                await self.heard(exc)
                 raise CommandError(
                     "directory_unreachable", f"station {station_id} is not known here and {exc}"
                 ) from None
@@ -182,14 +185,35 @@ class StationSearch:
         except Exception as exc:  # a cache that could not be rebuilt is reported, never fatal
             self.log.warning("radio: the station index was not rebuilt: %s", exc)
             await self._set_state(self.state.model_copy(update={"refreshing": False, "error": str(exc)}))
+            if isinstance(exc, RadioBrowserError):
+                await self.heard(exc)
             return False
         count = len(self.index) if rebuilt else self.state.stations
         if rebuilt:
             with contextlib.suppress(OSError):
                 write_atomic(self.index_dir / COUNT_FILE, str(count).encode())
             self.index.unload()  # searched only when the directory is down: don't hold it meanwhile
-        await self._set_state(IndexState(stations=count, built_at=self.index.built_at(), refreshing=False))
+        await self._set_state(
+            self.state.model_copy(
+                update={
+                    "stations": count,
+                    "built_at": self.index.built_at(),
+                    "refreshing": False,
+                    "error": None,
+                }
+            )
+        )
+        await self.heard(None)
         return True
+
+    async def heard(self, error: RadioBrowserError | None) -> None:
+        """What the last call to the directory says of it: every screen can show it is down, at once."""
+        directory = "reachable" if error is None else "unreachable"
+        reason = None if error is None else str(error)
+        if (self.state.directory, self.state.directory_error) != (directory, reason):
+            await self._set_state(
+                self.state.model_copy(update={"directory": directory, "directory_error": reason})
+            )
 
     async def _set_state(self, state: IndexState) -> None:
         self.state = state

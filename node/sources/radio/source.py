@@ -229,6 +229,9 @@ class Radio(Source[RadioState, RadioConfig]):
             await self.directory.click(station_id)
         except RadioBrowserError as exc:
             self.log.info("radio: click count for %s not sent: %s", station_id, exc)
+            await self._search.heard(exc)
+        else:
+            await self._search.heard(None)
 
     def _spawn(self, coro: Any) -> None:
         task = asyncio.create_task(coro)

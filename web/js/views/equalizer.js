@@ -12,8 +12,10 @@ export default { id: 'equalizer', icon: 'equalizer', label: 'nav.equalizer', mou
 
 function mount(root) {
   el.missing = notAvailable();
-  el.enabled = h('input', { type: 'checkbox', id: 'eq-enabled', onChange: () => node.send('routing/set', { equalizer: el.enabled.checked }) });
-  el.switch = h('label.switch', {}, el.enabled, h('span', { i18n: 'eq.enabled' }));
+  el.enabled = h('input', { type: 'checkbox', id: 'eq-enabled', role: 'switch', onChange: () => node.send('routing/set', { equalizer: el.enabled.checked }) });
+  // The label names what the switch is; its state (on, off) is said apart, as the node has it.
+  el.enabledState = h('span.state', { id: 'eq-enabled-state' });
+  el.switch = h('label.switch', {}, el.enabled, h('span', { i18n: 'eq.enabled' }), el.enabledState);
   el.presets = h('div.chips', { id: 'eq-presets', role: 'group', label: 'eq.presets' });
   el.bands = h('div.bands', { id: 'eq-bands' }, BANDS.map(band));
   el.name = h('input', { type: 'text', name: 'preset', ph: 'eq.preset_name', maxLength: 40, class: 'grow' });
@@ -38,11 +40,15 @@ function update() {
   const eq = node.get('equalizer');
   const present = eq && typeof eq === 'object';
   el.missing.hidden = present;
+  el.missing.explain(node.absent('equalizer'));
   el.body.hidden = !present;
   if (!present) return;
   const routing = node.get('routing');
   el.switch.hidden = !(routing && typeof routing === 'object');
-  if (routing && typeof routing === 'object') el.enabled.checked = Boolean(routing.equalizer);
+  if (routing && typeof routing === 'object') {
+    el.enabled.checked = Boolean(routing.equalizer);
+    el.enabledState.textContent = t(routing.equalizer ? 'common.on' : 'common.off');
+  }
   for (const [key, slider] of sliders) {
     slider.input.min = eq.min_db ?? -12;
     slider.input.max = eq.max_db ?? 12;

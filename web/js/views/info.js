@@ -114,6 +114,7 @@ function update() {
   const info = node.get('info');
   const present = info && typeof info === 'object';
   el.missing.hidden = present;
+  el.missing.explain(node.absent('info'));
   el.body.hidden = !present;
   if (!present) return;
   const rows = [
@@ -132,7 +133,7 @@ function update() {
   clear(el.facts, rows.map(([key, value]) => [h('dt', { i18n: key }), h('dd', { text: value ?? '–' })]));
   const subsystems = Object.entries(info.subsystems || {});
   clear(el.subsystems, subsystems.map(([name, s]) => h('li', { dataset: { subsystem: name } },
-    h('div.grow', {}, h('div', { text: name }), s.detail ? h('div.detail', { text: s.detail }) : null),
+    h('div.grow', {}, h('div', { text: tOr(`subsystem.${name}`, name), title: name }), s.detail ? h('div.detail', { text: s.detail }) : null),
     h(`span.badge.${s.status}`, { text: tOr(`status.${s.status}`, s.status) }))));
   updateUpdates(info);
   const notices = info.notices || [];

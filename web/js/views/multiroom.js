@@ -16,8 +16,9 @@ export default { id: 'multiroom', icon: 'multiroom', label: 'nav.multiroom', mou
 
 function mount(root) {
   el.missing = notAvailable('multiroom.not_available');
-  el.enabled = h('input', { type: 'checkbox', id: 'mr-enabled', onChange: () => node.send('routing/set', { multiroom: el.enabled.checked }) });
-  el.switch = h('label.switch', {}, el.enabled, h('span', { i18n: 'multiroom.enabled' }));
+  el.enabled = h('input', { type: 'checkbox', id: 'mr-enabled', role: 'switch', onChange: () => node.send('routing/set', { multiroom: el.enabled.checked }) });
+  el.enabledState = h('span.state', { id: 'mr-enabled-state' });
+  el.switch = h('label.switch', {}, el.enabled, h('span', { i18n: 'multiroom.enabled' }), el.enabledState);
   el.clients = h('ul.list', { id: 'clients' });
   el.status = h('span.dim', { id: 'mr-server' });
   el.presets = h('div.chips', { id: 'mr-presets', role: 'group', label: 'multiroom.preset' });
@@ -79,6 +80,12 @@ function row(client) {
         h('button.icon', { label: 'multiroom.latency_up', onClick: () => nudge(10) }, icon('plus')))));
 }
 
+// An empty list says what would be there and how to get it: multiroom off, or on with nobody yet.
+function empty(on) {
+  const [title, hint] = on ? ['multiroom.no_clients', 'multiroom.no_clients_hint'] : ['multiroom.off', 'multiroom.off_hint'];
+  return h('li.empty', { id: 'mr-empty', dataset: { on: String(on) } }, h('span', { i18n: title }), h('span.hint', { i18n: hint }));
+}
+
 function renameForm(client) {
   const input = h('input.grow', { type: 'text', value: client.name || '', maxLength: 100, ph: 'multiroom.name' });
   const done = () => { renaming = null; update(null, true); };
@@ -103,19 +110,21 @@ function update(paths, force = false) {
   const state = node.get('multiroom');
   const present = state && typeof state === 'object';
   el.missing.hidden = present;
+  el.missing.explain(node.absent('multiroom'));
   el.body.hidden = !present;
   if (!present) return;
   const routing = node.get('routing');
   el.enabled.checked = Boolean(routing && typeof routing === 'object' ? routing.multiroom : state.enabled);
+  el.enabledState.textContent = t(el.enabled.checked ? 'common.on' : 'common.off');
   const list = clients(state);
   // Rows are rebuilt only when the clients themselves change, never for a volume: a slider being
   // dragged stays the same element.
   const shape = JSON.stringify([list.map((c) => [c.id, c.name, c.connected, c.local, c.host, c.version]),
-    state.settings?.buffer_ms, renaming, document.documentElement.lang]);
+    state.settings?.buffer_ms, renaming, document.documentElement.lang, el.enabled.checked]);
   if (force || !paths || shape !== signature) {
     signature = shape;
     rows.clear();
-    clear(el.clients, list.length ? list.map(row) : h('li.dim', { i18n: 'multiroom.no_clients' }));
+    clear(el.clients, list.length ? list.map(row) : empty(el.enabled.checked));
   }
   for (const client of list) {
     const r = rows.get(String(client.id));

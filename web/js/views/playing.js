@@ -1,7 +1,7 @@
 // Now playing: the source switcher, what plays (cover, title, progress), the transport buttons the
 // active source supports now, and the volume.
 import * as node from '../node.js';
-import { h, icon, clear, logo, guardSlider, holdRepeat, formatTime } from '../dom.js';
+import { h, icon, clear, logo, guardSlider, holdRepeat, formatTime, notAvailable } from '../dom.js';
 import { t, tOr } from '../i18n.js';
 
 const el = {};
@@ -54,8 +54,9 @@ function volumeRow() {
   const down = holdRepeat(h('button.icon', { id: 'vol-down', label: 'vol.down' }, icon('minus')), () => node.send('volume/set', 'down'));
   const up = holdRepeat(h('button.icon', { id: 'vol-up', label: 'vol.up' }, icon('plus')), () => node.send('volume/set', 'up'));
   el.volumeBox = h('div.vol', { id: 'volume-row' }, el.mute, down, range, up, el.pct);
-  el.noVolumeWhy = h('small.dim', { id: 'volume-why' });
-  el.noVolume = h('p.dim', { id: 'no-volume', hidden: true }, h('span', { i18n: 'vol.not_available' }), ' ', el.noVolumeWhy);
+  el.noVolume = notAvailable('vol.not_available');
+  el.noVolume.id = 'no-volume';
+  el.noVolume.hidden = true;
   return [el.volumeBox, el.noVolume];
 }
 
@@ -254,8 +255,8 @@ function renderVolume() {
   el.volumeBox.hidden = !present;
   el.noVolume.hidden = present;
   if (!present) {
-    // The node says why (no mixer, disabled...): shown as it is, under the translated sentence.
-    el.noVolumeWhy.textContent = node.absent('volume')?.reason || '';
+    // The node says why (no mixer, disabled...): what that means and what to do, then its words.
+    el.noVolume.explain(node.absent('volume'));
     return;
   }
   volume.set(v.percent);

@@ -1,8 +1,8 @@
 // Radio: favorites, search of the station directory (name, country, genre), custom stations with
 // logo upload, and the stations marked broken.
 import * as node from '../node.js';
-import { h, icon, clear, logo, notAvailable, toast } from '../dom.js';
-import { t, tOr } from '../i18n.js';
+import { h, icon, clear, logo, notAvailable, toast, errorTitle, errorDetail } from '../dom.js';
+import { t } from '../i18n.js';
 import { authHeaders } from '../login.js';
 
 const TABS = ['favorites', 'search', 'custom', 'broken'];
@@ -10,7 +10,7 @@ const PAGE = 30;
 const el = {};
 let tab = 'favorites';
 let results = [];
-let searchState = { busy: false, total: null, offset: 0, source: '', error: '', done: false, query: null };
+let searchState = { busy: false, total: null, offset: 0, source: '', error: null, done: false, query: null };
 let searchSequence = 0;
 let editing = null; // the custom station being edited, or null when adding
 let saving = false; // the form is kept until the node's list echoes the save (or refuses it)
@@ -34,7 +34,9 @@ function mount(root) {
     h('div.row', {}, h('span.grow.dim', { i18n: 'radio.broken_help' }),
       el.resetAll = h('button', { i18n: 'radio.reset_all', onClick: () => node.send('radio/broken/set', 'all') })),
     el.broken = h('ul.list', { id: 'broken' }));
-  root.append(el.missing, el.tabs, ...Object.values(el.panels));
+  // The directory as the radio last heard from it (`radio/index`): said before anyone searches.
+  el.directory = h('div.directory-down', { id: 'directory-down', role: 'status', hidden: true });
+  root.append(el.missing, el.directory, el.tabs, ...Object.values(el.panels));
 }
 
 function searchPanel() {
@@ -112,6 +114,7 @@ function update(paths) {
   const radio = node.get('source/radio');
   const present = radio && typeof radio === 'object';
   el.missing.hidden = present;
+  el.missing.explain(node.absent('source/radio'));
   el.tabs.hidden = !present;
   for (const [name, panel] of Object.entries(el.panels)) panel.hidden = !present || name !== tab;
   if (!present) return;
@@ -123,7 +126,8 @@ function update(paths) {
   if (touched('radio/favorites', 'source/radio')) {
     clear(el.favorites, favorites.length
       ? favorites.map((s, index) => stationRow(s, { ...context, custom: s.custom, index }))
-      : h('li.dim', { i18n: 'radio.no_favorites' }));
+      : h('li.empty', {}, h('span.grow', { i18n: 'radio.no_favorites' }),
+        h('button', { i18n: 'radio.go_search', dataset: { go: 'search' }, onClick: () => { tab = 'search'; update(null); } })));
   }
   if (touched('radio/favorites', 'source/radio')) renderResults(context);
   if (saving && paths && paths.has('radio/custom')) {
@@ -134,10 +138,22 @@ function update(paths) {
     const custom = list('radio/custom') || [];
     clear(el.custom, custom.length
       ? custom.map((s) => stationRow(s, { ...context, custom: true }))
-      : h('li.dim', { i18n: 'radio.no_custom' }));
+      : h('li.empty', {}, h('span', { i18n: 'radio.no_custom' }), h('span.hint', { i18n: 'radio.no_custom_hint' })));
   }
   if (touched('radio/broken')) renderBroken();
+  if (touched('radio/index')) renderDirectory();
   if (!paths) renderSearchStatus();
+}
+
+function renderDirectory() {
+  const index = node.get('radio/index');
+  const down = Boolean(index && typeof index === 'object' && index.directory === 'unreachable');
+  el.directory.hidden = !down;
+  if (!down) return;
+  const meanwhile = index.stations
+    ? t('radio.directory_down_index', { n: index.stations })
+    : t('radio.directory_down_no_index');
+  clear(el.directory, h('b', { i18n: 'radio.directory_down' }), h('span.hint', { text: meanwhile }), errorDetail(index.directory_error));
 }
 
 function renderResults(context) {
@@ -149,8 +165,14 @@ function renderSearchStatus() {
   const s = searchState;
   let text = '';
   if (s.busy) text = t('radio.searching');
-  else if (s.error) text = s.error;
-  else if (s.query && !results.length) text = t('radio.no_results');
+  else if (s.error) {
+    clear(el.searchStatus, h('span.why', { text: errorTitle(s.error.code) }), errorDetail(s.error.detail));
+    return;
+  }
+  else if (s.query && !results.length) {
+    clear(el.searchStatus, h('span', { text: t('radio.no_results') }), h('span.hint', { text: t('radio.no_results_hint') }));
+    return;
+  } else if (!s.query) text = t('radio.search_hint');
   else if (results.length) {
     const partial = s.total !== null && s.total !== undefined && s.total > results.length;
     text = partial ? t('radio.results_total', { n: results.length, total: s.total }) : t('radio.results', { n: results.length });
@@ -162,7 +184,7 @@ function renderSearchStatus() {
 async function search(offset) {
   const query = { query: el.query.value.trim(), country: el.country.value.trim().toUpperCase(), tag: el.tag.value.trim() };
   const sequence = ++searchSequence;
-  searchState = { ...searchState, busy: true, error: '', query };
+  searchState = { ...searchState, busy: true, error: null, query };
   if (offset === 0) results = [];
   renderSearchStatus();
   el.more.hidden = true;
@@ -176,7 +198,7 @@ async function search(offset) {
     searchState.source = reply.result.source;
     searchState.done = found.length < PAGE;
   } else {
-    searchState.error = `${tOr(`err.${reply.code}`, t('err.other'))}${reply.error ? `: ${reply.error}` : ''}`;
+    searchState.error = { code: reply.code, detail: reply.error || '' };
     searchState.done = true;
   }
   update(new Set(['radio/favorites']));
@@ -212,7 +234,7 @@ async function upload() {
     if (!response.ok) throw Object.assign(new Error(body.error || `HTTP ${response.status}`), { code: body.code });
     setLogo(body.url);
   } catch (error) {
-    toast(tOr(`err.${error.code}`, t('err.upload')), error.message);
+    toast(errorTitle(error.code, 'error.upload'), error.message);
   }
 }
 

@@ -2,8 +2,8 @@
 // retained `<sub>/config`. Only the keys a person changed are sent, as a partial object; the node
 // validates and answers.
 import * as node from '../node.js';
-import { h, clear, guardSlider } from '../dom.js';
-import { t, LANGUAGES, language, setLanguage } from '../i18n.js';
+import { h, clear, guardSlider, errorBox } from '../dom.js';
+import { t, tOr, LANGUAGES, language, setLanguage, loadPart } from '../i18n.js';
 
 const el = {};
 const forms = new Map(); // config path -> { details, fields: Map(key -> field), message }
@@ -122,11 +122,11 @@ function spotifyBox() {
   const form = h('form', {
     onSubmit: (e) => {
       e.preventDefault();
-      el.spotifyMsg.textContent = '';
+      el.spotifyMsg.replaceChildren();
       el.spotifySave.disabled = true;
       delete el.spotifyName.dataset.dirty;
       node.send('source/spotify/config/set', { device_name: el.spotifyName.value.trim() }, {
-        onError: (error) => { el.spotifyMsg.textContent = error.error; },
+        onError: (error) => { clear(el.spotifyMsg, errorBox('div.why-box', error.code, error.error)); },
       });
     },
   }, h('label.field', {}, h('span', { i18n: 'settings.spotify_name' }), el.spotifyName),
@@ -165,38 +165,118 @@ function configPaths() {
   return [...node.state.keys()].filter((p) => p.endsWith('/config') && typeof node.get(p) === 'object').sort();
 }
 
-function kind(value) {
-  if (typeof value === 'boolean') return 'bool';
+// The forms are drawn from web/schemas.json (made by `milo schemas` from the config models): each
+// key's kind, bounds, choices, unit and whether only the node's file may set it. Fetched once, when
+// the first config shows up; until then (or for a config it does not know) the values' own types.
+let schemas = null;
+let schemasLoading = null;
+function loadSchemas() {
+  if (!schemasLoading) {
+    // The keys' labels and help come with it (i18n/settings/<lang>.json): only this view needs them.
+    const texts = loadPart('settings').catch((e) => console.warn(e));
+    schemasLoading = fetch('schemas.json')
+      .then((r) => (r.ok ? r.json() : { configs: {} }))
+      .catch(() => ({ configs: {} }))
+      .then(async (body) => { await texts; schemas = body.configs || {}; update(null); });
+  }
+}
+
+// What a person changes every day is in view; the rest (ports, programs, timings) folded away.
+const BASIC = {
+  info: ['refresh_s'],
+  volume: ['limit_max', 'step', 'startup', 'startup_percent'],
+  spotify: ['device_name', 'bitrate', 'volume'],
+  bluetooth: ['alias', 'visibility', 'pairing', 'pairable_window_s', 'connections', 'volume_sync'],
+  airplay: ['name', 'allow_interruption', 'sender_volume'],
+  roc: ['target_latency_ms'],
+  radio: ['click_counting', 'search'],
+  multiroom: ['local_client', 'initial_volume'],
+  player: ['auto_switch', 'pause_previous', 'play_on_select', 'restore_active'],
+  knob: ['press', 'double_press', 'long_press', 'step', 'reverse', 'wake_screen'],
+  screen: ['brightness', 'timeout_s'],
+  update: ['check_every_h'],
+  homeassistant: ['discovery', 'name'],
+};
+
+export function isAdvanced(name, key, spec) {
+  if (key === 'enabled') return false;
+  if (spec && spec.local_only) return true;
+  return !(BASIC[name] || []).includes(key);
+}
+
+function nameOf(path) {
+  const schema = schemas && schemas[path];
+  return schema ? schema.name : path.slice(0, -'/config'.length).split('/').pop();
+}
+
+// A key's text: its subsystem's own, else the one every subsystem shares (`enabled`).
+function keyText(name, key, part) {
+  return tOr(`settings.${name}.${key}.${part}`, tOr(`settings.common.${key}.${part}`, part === 'label' ? key : ''));
+}
+
+// What a choice means, where a person picks it; technical values (a program's name) are shown as they are.
+function choiceText(name, key, value) {
+  const own = tOr(`settings.${name}.${key}.choice.${value}`, '');
+  if (own) return own;
+  if (name === 'knob') return tOr(`knob.action.${value}`, String(value));
+  return key === 'bitrate' ? `${value} kbit/s` : String(value);
+}
+
+function kindOf(value, spec) {
+  if (spec) return spec.kind;
+  if (typeof value === 'boolean') return 'boolean';
   if (typeof value === 'number') return 'number';
-  if (typeof value === 'string') return 'text';
+  if (typeof value === 'string') return 'string';
   return 'json';
 }
 
-function makeField(key, value, onDirty) {
-  const type = kind(value);
+function makeField(name, key, value, spec, onDirty) {
+  const type = kindOf(value, spec);
+  const local = Boolean(spec && spec.local_only);
   let input;
-  if (type === 'bool') input = h('input', { type: 'checkbox' });
-  else if (type === 'number') input = h('input', { type: 'number', step: 'any', inputMode: 'decimal' });
-  else if (type === 'text') input = h('input', { type: 'text', autocomplete: 'off', spellcheck: false });
+  if (type === 'boolean') input = h('input', { type: 'checkbox', role: 'switch' });
+  else if (type === 'integer' || type === 'number') {
+    input = h('input', { type: 'number', step: type === 'integer' ? 1 : 'any', inputMode: type === 'integer' ? 'numeric' : 'decimal' });
+    if (spec && spec.minimum !== undefined) input.min = spec.minimum;
+    if (spec && spec.maximum !== undefined) input.max = spec.maximum;
+  } else if (type === 'string') input = h('input', { type: 'text', autocomplete: 'off', spellcheck: false, maxLength: spec?.maxLength });
+  else if (type === 'choice') input = h('select', {}, spec.choices.map((c) => h('option', { value: String(c), text: choiceText(name, key, c) })));
   else input = h('textarea', { spellcheck: false, rows: 3 });
-  const label = h('span', { text: key });
-  const box = type === 'bool' ? h('label.switch.field', {}, input, label) : h('label.field', {}, label, input);
+  input.disabled = local;
+  // A switch is named for what it turns on (`enabled`: the subsystem itself), its state said beside it.
+  const text = key === 'enabled' ? tOr(`subsystem.${name}`, keyText(name, key, 'label')) : keyText(name, key, 'label');
+  const label = h('span.label', { text, title: key });
+  const state = type === 'boolean' ? h('span.state') : null;
+  const showState = () => { if (state) state.textContent = t(input.checked ? 'common.on' : 'common.off'); };
+  const unit = spec && spec.unit ? h('span.unit', { text: t(`settings.unit.${spec.unit}`) }) : null;
+  const help = keyText(name, key, 'help');
+  const message = h('div.msg.field-msg');
+  const notes = [help ? h('small.help', { text: help }) : null,
+    local ? h('small.help.local', { text: t('settings.local_only') }) : null, message];
+  const box = type === 'boolean'
+    ? h('div.field.bool', {}, h('label.switch', {}, input, label, state), ...notes)
+    : h('div.field', {}, h('label', {}, label, h('span.input-unit', {}, input, unit)), ...notes);
   box.dataset.key = key;
-  const field = { key, type, input, box, original: value, dirty: false };
+  const field = { key, type, input, box, message, original: value, dirty: false, pending: undefined, spec };
   field.set = (v) => {
     field.original = v;
-    if (type === 'bool') input.checked = Boolean(v);
-    else if (type === 'json') input.value = JSON.stringify(v, null, 1);
+    if (type === 'boolean') {
+      input.checked = Boolean(v);
+      showState();
+    } else if (type === 'json') input.value = JSON.stringify(v, null, 1);
     else input.value = v === null || v === undefined ? '' : String(v);
   };
   field.read = () => {
-    if (type === 'bool') return input.checked;
-    if (type === 'number') return input.value.trim() === '' ? null : Number(input.value);
-    if (type === 'text') return input.value;
+    if (type === 'boolean') return input.checked;
+    if (type === 'integer' || type === 'number') return input.value.trim() === '' ? null : Number(input.value);
+    if (type === 'string') return input.value;
+    if (type === 'choice') return spec.choices.find((c) => String(c) === input.value) ?? input.value; // 160, not "160"
     return JSON.parse(input.value);
   };
   const mark = () => {
+    showState();
     field.dirty = true;
+    field.pending = undefined;
     box.classList.add('dirty');
     onDirty();
   };
@@ -210,40 +290,69 @@ function makeForm(path) {
   const message = h('div.msg');
   const fields = new Map();
   const body = h('div.fields');
+  const more = h('div.fields');
+  const advanced = h('details.advanced', {}, h('summary', { i18n: 'settings.advanced' }), more);
   const save = h('button.primary', { i18n: 'common.save', type: 'submit', disabled: true });
   const revert = h('button', { i18n: 'settings.revert', type: 'button', disabled: true });
-  const form = h('form', { onSubmit: (e) => { e.preventDefault(); submit(path); } }, body, message, h('div.row', {}, save, revert));
-  const summary = h('summary', {}, h('span.grow', { text: path.slice(0, -'/config'.length) }), h('span.badge'));
+  // The node is the one judge of a value (and says why it refuses it): no browser bubble first.
+  const form = h('form', { noValidate: true, onSubmit: (e) => { e.preventDefault(); submit(path); } }, body, advanced, message, h('div.row', {}, save, revert));
+  const title = h('span.grow');
+  const summary = h('summary', {}, title, h('span.badge'));
   const details = h('details.cfg', { dataset: { config: path } }, summary, form);
-  const entry = { details, fields, body, message, save, revert, summary };
+  const entry = { details, fields, body, more, advanced, message, save, revert, summary, title, schema: null };
   const dirty = () => { save.disabled = false; revert.disabled = false; };
-  revert.addEventListener('click', () => { for (const f of fields.values()) clean(f); refresh(path, entry); });
+  revert.addEventListener('click', () => {
+    for (const f of fields.values()) clean(f);
+    entry.message.replaceChildren();
+    refresh(path, entry);
+  });
   entry.dirty = dirty;
   return entry;
 }
 
 function clean(field) {
   field.dirty = false;
-  field.box.classList.remove('dirty');
+  field.pending = undefined;
+  field.box.classList.remove('dirty', 'invalid');
+  field.message.replaceChildren();
 }
 
-// A field the person is editing keeps their text; the others follow the node.
+const same = (a, b) => JSON.stringify(a) === JSON.stringify(b);
+
+// A field the person is editing keeps their text; the others follow the node. A value sent is
+// kept until the node's config echoes it (then the field is clean) or refuses it (then it says why).
 function refresh(path, entry) {
   const config = node.get(path);
-  for (const [key, value] of Object.entries(config)) {
+  const schema = schemas && schemas[path];
+  const name = nameOf(path);
+  if (schema !== entry.schema || entry.lang !== language()) {
+    // The schema arrived, or the language changed: every field is drawn again.
+    entry.schema = schema;
+    entry.lang = language();
+    entry.fields.clear();
+    entry.body.replaceChildren();
+    entry.more.replaceChildren();
+  }
+  entry.title.textContent = tOr(`subsystem.${name}`, name);
+  const keys = schema ? Object.keys(schema.keys) : Object.keys(config);
+  for (const key of keys) {
+    const value = config[key];
+    const spec = schema ? schema.keys[key] : null;
     let field = entry.fields.get(key);
-    if (!field || field.type !== kind(value) && kind(value) !== 'json') {
-      field = makeField(key, value, entry.dirty);
-      const old = entry.fields.get(key);
-      if (old) old.box.replaceWith(field.box);
-      else entry.body.append(field.box);
+    if (!field) {
+      field = makeField(name, key, value, spec, entry.dirty);
+      (isAdvanced(name, key, spec) ? entry.more : entry.body).append(field.box);
       entry.fields.set(key, field);
+    } else if (field.dirty && field.pending !== undefined && same(value, field.pending)) {
+      clean(field);
+      field.set(value);
     } else if (!field.dirty) {
       field.set(value);
     } else {
       field.original = value;
     }
   }
+  entry.advanced.hidden = !entry.more.children.length;
   const anyDirty = [...entry.fields.values()].some((f) => f.dirty);
   entry.save.disabled = !anyDirty;
   entry.revert.disabled = !anyDirty;
@@ -252,32 +361,63 @@ function refresh(path, entry) {
   badge.textContent = t('settings.disabled');
 }
 
+// The node names the keys it refuses ("refresh_s: Input should be ...; step: ..."): each reason is
+// shown at its field, what names no field under the form.
+function refused(entry, error, sent) {
+  const parts = String(error.error || '').split('; ');
+  const rest = [];
+  let placed = false;
+  for (const part of parts) {
+    const head = part.split(':')[0];
+    const keys = head.split(',').map((k) => k.trim().split('.')[0]).filter((k) => k in sent && entry.fields.has(k));
+    if (!keys.length) {
+      rest.push(part);
+      continue;
+    }
+    for (const key of keys) {
+      const field = entry.fields.get(key);
+      field.pending = undefined;
+      field.box.classList.add('invalid');
+      clear(field.message, errorBox('div.why-box', error.code, part.slice(head.length + 1).trim() || part));
+      placed = true;
+    }
+  }
+  for (const key of Object.keys(sent)) {
+    const field = entry.fields.get(key);
+    if (field) field.pending = undefined;
+  }
+  entry.save.disabled = false;
+  entry.revert.disabled = false;
+  if (!placed || rest.length) clear(entry.message, errorBox('div.why-box', error.code, rest.join('; ') || error.error));
+}
+
 function submit(path) {
   const entry = forms.get(path);
   const update = {};
-  entry.message.textContent = '';
+  entry.message.replaceChildren();
   for (const field of entry.fields.values()) {
     if (!field.dirty) continue;
+    field.message.replaceChildren();
+    field.box.classList.remove('invalid');
     let value;
     try {
       value = field.read();
     } catch {
-      entry.message.textContent = t('settings.bad_json', { key: field.key });
+      field.box.classList.add('invalid');
+      clear(field.message, h('span.why', { text: t('settings.bad_json', { key: keyText(nameOf(path), field.key, 'label') }) }));
       field.input.focus();
       return;
     }
-    if (JSON.stringify(value) !== JSON.stringify(field.original)) update[field.key] = value;
+    if (same(value, field.original)) clean(field);
+    else {
+      update[field.key] = value;
+      field.pending = value;
+    }
   }
-  for (const field of entry.fields.values()) clean(field);
   entry.save.disabled = true;
   entry.revert.disabled = true;
   if (!Object.keys(update).length) return;
-  node.send(`${path}/set`, update, {
-    onError: (error) => {
-      entry.message.textContent = error.error;
-      refresh(path, entry);
-    },
-  });
+  node.send(`${path}/set`, update, { onError: (error) => refused(entry, error, update) });
 }
 
 function update(paths) {
@@ -286,6 +426,7 @@ function update(paths) {
   if (!paths || paths.has('knob') || paths.has('knob/config')) renderKnob();
   if (!paths || paths.has('source/spotify/config') || paths.has('source/spotify')) renderSpotify();
   const all = configPaths();
+  if (all.length && !schemasLoading) loadSchemas();
   if (!all.length) {
     clear(el.configs, h('p.dim', { i18n: 'settings.none' }));
     forms.clear();
