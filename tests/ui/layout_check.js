@@ -130,7 +130,10 @@ async ({ scenes, chrome }) => {
       location.hash = view;
       await changed;
     }
-    return document.getElementById(`view-${view}`);
+    const section = document.getElementById(`view-${view}`);
+    // A view fetched when first shown (settings: js/main.js lazy) is measured once it is there.
+    for (let i = 0; i < 300 && !section.querySelector('fieldset.controls[data-loaded]'); i += 1) await frame();
+    return section;
   }
 
   // `view`, `view:tab`, or `view:tab:keyboard` (the kiosk's on-screen keyboard under the first field).

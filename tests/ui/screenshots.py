@@ -1,9 +1,7 @@
-"""`python -m tests.ui.screenshots`: the main views at phone and 800x480 sizes, into docs/screenshots/.
+"""`python -m tests.ui.screenshots`: the main views at phone and 800x480 sizes, into docs/screenshots/."""
 
-Each view in English as its own PNG, and one contact sheet per size with the main views in every language
-(`languages-<size>.png`: a row per language).
-"""
-
+# Each view in English as its own PNG, and one contact sheet per size with the main views in every
+# language (`languages-<size>.png`: a row per language).
 # A real node (PulseAudio's null sink for the volume, a local ICY stream for the radio, the fake
 # station directory) is set up as a person would use it, then Debian's Chromium photographs each view.
 

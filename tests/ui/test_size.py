@@ -14,8 +14,9 @@ LIMIT = 150 * 1024
 PAGE_LIMIT = 60 * 1024
 # Documentation next to the vendored code; never requested by the page.
 NOT_SERVED = {"README.md", "paho-mqtt.EPL-1.0", "paho-mqtt.EDL-1.0"}
-# Fetched by the settings view when it first shows a config, not by the first paint.
-LATER = {"schemas.json"}
+# Fetched when the settings view is first shown (js/main.js imports it then), not by the first paint;
+# schemas.json when it first shows a config.
+LATER = {"schemas.json", "settings.js"}
 LATER_DIRS = {"settings"}
 
 

@@ -8,10 +8,37 @@ import radio from './views/radio.js';
 import equalizer from './views/equalizer.js';
 import multiroom from './views/multiroom.js';
 import bluetooth from './views/bluetooth.js';
-import settings from './views/settings.js';
 import info from './views/info.js';
 
+// Settings (the largest view, with its forms drawn from web/schemas.json) is fetched when first shown:
+// a first load stays within its 60 KB (tests/ui/test_size.py) and is not slowed by it.
+const settings = lazy({ id: 'settings', icon: 'settings', label: 'nav.settings' }, () => import('./views/settings.js'));
 const VIEWS = [playing, radio, bluetooth, equalizer, multiroom, settings, info];
+
+// A view whose module is imported the first time it is shown; until then it holds its place.
+function lazy(meta, load) {
+  let real = null;
+  let root = null;
+  let loading = null;
+  const ready = () => {
+    loading ??= load().then((module) => {
+      real = module.default;
+      real.mount(root);
+      real.update(null);
+      root.dataset.loaded = '1';
+      return real;
+    });
+    return loading;
+  };
+  return {
+    ...meta,
+    lazy: true,
+    mount(into) { root = into; },
+    update(paths) { if (real) real.update(paths); else ready(); },
+    show() { ready().then((view) => view.show?.()); },
+    hide() { real?.hide?.(); },
+  };
+}
 const params = new URLSearchParams(location.search);
 const views = new Map(); // id -> { view, section, live, button, stale }
 let currentId = null;
@@ -34,6 +61,7 @@ function build() {
     main.append(section);
     dock.append(button);
     view.mount(live);
+    if (!view.lazy) live.dataset.loaded = '1'; // what a test waits for before it looks at a view
     views.set(view.id, { view, section, live, button, stale: true });
   }
 }

@@ -1,7 +1,7 @@
 // Info: what the node is (versions, addresses, ports), how it is (uptime, temperature, memory),
 // the status of every subsystem, and the versions of the node and its programs with their updates.
 import * as node from '../node.js';
-import { h, icon, clear, notAvailable } from '../dom.js';
+import { h, icon, clear, notAvailable, errorTitle, errorDetail } from '../dom.js';
 import { t, tOr } from '../i18n.js';
 
 const el = {};
@@ -43,7 +43,8 @@ function mountUpdates() {
 
 function refused(error) {
   el.refusal.hidden = false;
-  el.refusal.textContent = `${tOr(`err.${error.code}`, t('err.other'), { code: error.code })}: ${error.error || ''}`;
+  // The code picks the message; the node's own words follow apart, as detail.
+  clear(el.refusal, h('span.why', { text: errorTitle(error.code) }), errorDetail(error.error || ''));
 }
 
 function install(name) {
