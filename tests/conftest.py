@@ -38,7 +38,6 @@ class Mosquitto:
 
 
 def start_mosquitto(workdir: Path, port: int | None = None) -> Mosquitto:
-    exe = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
     port = port or free_port()
     conf = workdir / "mosquitto.conf"
     conf.write_text(
@@ -50,6 +49,12 @@ def start_mosquitto(workdir: Path, port: int | None = None) -> Mosquitto:
         "log_dest stderr\n"
         "log_type error\nlog_type warning\nlog_type notice\nlog_type information\n"
     )
+    return Mosquitto(port, launch_mosquitto(conf))
+
+
+def launch_mosquitto(conf: Path) -> subprocess.Popen[str]:
+    """A real mosquitto on `conf` (which must log to stderr), returned once it says it is running."""
+    exe = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
     proc = subprocess.Popen(
         [exe, "-c", str(conf)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True
     )
@@ -64,7 +69,7 @@ def start_mosquitto(workdir: Path, port: int | None = None) -> Mosquitto:
         raise RuntimeError("mosquitto did not start: " + "".join(lines))
     # Keep draining its log so a full pipe never blocks it.
     threading.Thread(target=lambda: [None for _ in proc.stderr or ()], daemon=True).start()
-    return Mosquitto(port, proc)
+    return proc
 
 
 @pytest.fixture(scope="session")

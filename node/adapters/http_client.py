@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import json
 import re
 import ssl
@@ -164,8 +165,8 @@ async def follow_redirects(
     try:
         async with asyncio.timeout(timeout):
             for _ in range(max_redirects + 1):
-                response = await _exchange(
-                    "HEAD",
+                ask = functools.partial(
+                    _exchange,
                     url=url,
                     headers=headers or {},
                     body=None,
@@ -173,17 +174,9 @@ async def follow_redirects(
                     connect_address=connect_address,
                     ssl_context=None,
                 )
+                response = await ask("HEAD")
                 if response.status in _NO_HEAD:
-                    response = await _exchange(
-                        "GET",
-                        url=url,
-                        headers=headers or {},
-                        body=None,
-                        max_bytes=0,
-                        connect_address=connect_address,
-                        ssl_context=None,
-                        head_only=True,
-                    )
+                    response = await ask("GET", head_only=True)
                 location = response.headers.get("location")
                 if response.status not in REDIRECT_STATUSES or not location:
                     return url

@@ -4,9 +4,6 @@ from __future__ import annotations
 
 import getpass
 import io
-import shutil
-import subprocess
-import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -19,7 +16,7 @@ from node.config import NodeConfig
 from node.framework.users import Users
 from node.subsystems.info import Info
 from tests.broker.test_auth import connack, connect_packet
-from tests.conftest import FAST
+from tests.conftest import FAST, launch_mosquitto
 from tests.fakes.counter import Counter
 from tests.helpers import probe
 
@@ -42,19 +39,7 @@ def locked_mosquitto(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterato
         f"user {getpass.getuser()}\n"
         "persistence false\nlog_dest stderr\nlog_type all\n" + (out / "milo.conf").read_text()
     )
-    exe = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
-    proc = subprocess.Popen(
-        [exe, "-c", str(conf)], stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True
-    )
-    assert proc.stderr is not None
-    lines = []
-    for line in proc.stderr:
-        lines.append(line)
-        if " running" in line:
-            break
-    else:
-        raise AssertionError("mosquitto did not start: " + "".join(lines))
-    threading.Thread(target=lambda: [None for _ in proc.stderr or ()], daemon=True).start()
+    proc = launch_mosquitto(conf)
     yield port, data
     proc.terminate()
     proc.wait(10)
