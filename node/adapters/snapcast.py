@@ -294,8 +294,10 @@ class ChildProcess:
         cap: float = 10.0,
         healthy: float = 30.0,
         stop_timeout: float = 3.0,
+        on_exit: Callable[[], None] | None = None,
     ) -> None:
         self.argv = list(argv)
+        self.on_exit = on_exit  # called each time it exits by itself
         self.name = Path(self.argv[0]).name
         self.log = log
         self.env = dict(env) if env is not None else None
@@ -337,6 +339,8 @@ class ChildProcess:
                 code = await proc.wait()
                 self.started.clear()
                 self.last_exit = f"{self.name} exited with {code}"
+                if self.on_exit is not None:
+                    self.on_exit()
                 lines = " | ".join(self.tail)
                 self.log.warning("%s; restarting. Last output: %s", self.last_exit, lines[-600:])
                 ran = time.monotonic() - started

@@ -156,6 +156,8 @@ class Multiroom(Subsystem[MultiroomState, MultiroomConfig]):
                 while not self._first_status.is_set():
                     await self._wake.wait()
                     self._wake.clear()
+                    if self._server is not None and self._server.last_exit:
+                        break  # it cannot start (no Loopback?): no status to wait for, the node goes on
                     await self._settle()
         self.state = self._build()
 
@@ -240,6 +242,7 @@ class Multiroom(Subsystem[MultiroomState, MultiroomConfig]):
             log=self.log,
             first=self.config.restart_first_s,
             cap=self.config.restart_cap_s,
+            on_exit=self._wake.set,
         )
         self._server_task = asyncio.create_task(self._server.run(), name="multiroom-snapserver")
         self._watch(self._server_task)
