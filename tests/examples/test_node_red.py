@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import functools
 import json
@@ -183,6 +184,19 @@ async def test_now_playing_shows_the_title_on_the_dashboard(m: Milo) -> None:
 
 
 # (b) volume slider -------------------------------------------------------------------------------
+async def _settled_box(page: Any, locator: Any, timeout: float = 10.0) -> dict[str, float]:
+    """The element's box once it has stopped moving: the same in two animation frames running."""
+    frame = "() => new Promise((resolve) => requestAnimationFrame(() => requestAnimationFrame(resolve)))"
+    last = None
+    async with asyncio.timeout(timeout):
+        while True:
+            box = await locator.bounding_box()
+            if box is not None and box == last:
+                return dict(box)
+            last = box
+            await page.evaluate(frame)
+
+
 async def test_the_slider_shows_the_volume_and_sets_it(m: Milo) -> None:
     await m.load("volume-slider.json")
     mark = m.p.mark()
@@ -192,9 +206,9 @@ async def test_the_slider_shows_the_volume_and_sets_it(m: Milo) -> None:
         thumb = page.locator(".milo-volume [role=slider]")
         # The state reaches the slider (the flow's volume -> slider path).
         await page.locator(".milo-volume [role=slider][aria-valuenow='30']").wait_for(timeout=15_000)
-        # A hand on it: the thumb dragged to the right and let go (the slider sends on release).
-        box = await thumb.bounding_box()
-        assert box is not None
+        # A hand on it: the thumb dragged to the right and let go (the slider sends on release). The
+        # thumb glides to a new value: grabbed where it stopped, not half way (CI once grabbed it at 20).
+        box = await _settled_box(page, thumb)
         x, y = box["x"] + box["width"] / 2, box["y"] + box["height"] / 2
         mark = m.p.mark()
         await page.mouse.move(x, y)
