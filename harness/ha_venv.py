@@ -15,20 +15,25 @@ CHECK = Path(__file__).with_name("ha_check.py")
 BUILD_TIMEOUT = 1200
 
 
-@cache
-def ha_python() -> Path:
-    """The Home Assistant venv's python, built first if it is missing or of another version."""
+def installed_by(script: str, timeout: float) -> Path:
+    """Run `scripts/<script>` (it installs what is missing, then prints a path last) and return that path."""
     done = subprocess.run(
-        [str(ROOT / "scripts" / "ha-venv.sh")],
+        [str(ROOT / "scripts" / script)],
         cwd=ROOT,
         capture_output=True,
         text=True,
-        timeout=BUILD_TIMEOUT,
+        timeout=timeout,
         check=False,
     )
     if done.returncode != 0:
-        raise RuntimeError(f"scripts/ha-venv.sh failed:\n{done.stderr[-4000:]}")
+        raise RuntimeError(f"scripts/{script} failed:\n{done.stderr[-4000:]}")
     return ROOT / done.stdout.strip().splitlines()[-1]
+
+
+@cache
+def ha_python() -> Path:
+    """The Home Assistant venv's python, built first if it is missing or of another version."""
+    return installed_by("ha-venv.sh", BUILD_TIMEOUT)
 
 
 def ha_check(configs: dict[str, bytes], retained: dict[str, bytes]) -> dict[str, Any]:

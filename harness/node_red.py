@@ -12,6 +12,7 @@ from functools import cache
 from pathlib import Path
 from typing import Any
 
+from harness.ha_venv import installed_by
 from harness.net import free_port
 from node.adapters.http_client import http_request
 
@@ -40,17 +41,7 @@ SETTINGS = """module.exports = {{
 @cache
 def red_js() -> Path:
     """Node-RED's red.js in the cached install, `npm ci`-ed first when missing or stale."""
-    done = subprocess.run(
-        [str(ROOT / "scripts" / "node-red.sh")],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=INSTALL_TIMEOUT,
-        check=False,
-    )
-    if done.returncode != 0:
-        raise RuntimeError(f"scripts/node-red.sh failed:\n{done.stderr[-4000:]}")
-    return ROOT / done.stdout.strip().splitlines()[-1]
+    return installed_by("node-red.sh", INSTALL_TIMEOUT)
 
 
 def flow(name: str) -> list[dict[str, Any]]:
