@@ -156,8 +156,10 @@ class HomeAssistant(Subsystem[HomeAssistantState, HomeAssistantConfig]):
     async def on_topic(self, message: Message, path: str) -> None:
         if path.endswith(("/set", "/get")):
             return  # commands of the sources under `source/+`, not states
-        self._seen.update(path, message.payload)
-        self._dirty.set()
+        # A state republished unchanged (the echo of a `get`, a re-assertion) cannot change the
+        # announcement, and building one for all subsystems takes a millisecond or two of the loop.
+        if self._seen.update(path, message.payload):
+            self._dirty.set()
 
     # Home Assistant's topics ------------------------------------------------------------------------
     async def _read_inbox(self) -> None:

@@ -67,14 +67,17 @@ class Seen:
     payloads: dict[str, bytes] = field(default_factory=dict)
     good: dict[str, bytes] = field(default_factory=dict)
 
-    def update(self, path: str, payload: bytes) -> None:
+    def update(self, path: str, payload: bytes) -> bool:
+        """Keep `payload` as the last of `path`; False when it is the one already kept."""
         if not payload:
-            self.payloads.pop(path, None)
             self.good.pop(path, None)
-            return
+            return self.payloads.pop(path, None) is not None
+        if self.payloads.get(path) == payload:
+            return False
         self.payloads[path] = payload
         if absent_of(payload) is None:
             self.good[path] = payload
+        return True
 
     def view(self, model: type[ViewT], path: str) -> ViewT | None:
         """The last readable state on `path`, None when there was none."""
