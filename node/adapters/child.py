@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import ctypes
 import logging
 import os
 import signal
@@ -14,13 +13,13 @@ from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 
 from node.framework.backoff import Backoff
+from node.framework.children import dying_with_node
 from node.framework.errors import DaemonError
 
 __all__ = ["Child", "ChildBackoff", "ChildError", "describe_exit", "executable"]
 
 STOP_TIMEOUT = 3.0
 TAIL_LINES = 5
-_PR_SET_PDEATHSIG = 1
 
 
 class ChildError(DaemonError):
@@ -39,13 +38,6 @@ def executable(path: str) -> str | None:
 def ChildBackoff() -> Backoff:  # noqa: N802 - the name callers know; the framework's Backoff, tuned
     """Restart delays of a daemon: from 0.5 s doubling to 30 s, back to the start after 30 s of running."""
     return Backoff(first=0.5, cap=30.0, healthy=30.0)
-
-
-def _die_with_parent() -> None:
-    # A node killed with SIGKILL must not leave its daemons holding their ports and lock files.
-    with contextlib.suppress(Exception):
-        libc = ctypes.CDLL(None, use_errno=True)
-        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
 
 
 # (return code, seconds until the restart) -> awaitable or None
@@ -91,14 +83,15 @@ class Child:
         """Start the program once (no supervision): the caller waits for it and stops it."""
         argv = list(self._argv())
         try:
+            spawned, preexec = dying_with_node(argv)
             proc = await asyncio.create_subprocess_exec(
-                *argv,
+                *spawned,
                 stdin=asyncio.subprocess.DEVNULL,
                 stdout=asyncio.subprocess.PIPE,
                 stderr=asyncio.subprocess.STDOUT,
                 env=self._env,
                 start_new_session=True,  # a Ctrl-C in the node's terminal is the node's to handle
-                preexec_fn=_die_with_parent,  # prctl only: nothing that could deadlock
+                preexec_fn=preexec,
             )
         except OSError as exc:
             raise ChildError(f"cannot start {self.name} ({argv[0]}): {exc}") from None

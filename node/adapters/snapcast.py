@@ -8,10 +8,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import ctypes
 import json
 import logging
-import signal
 import socket
 import time
 from collections import deque
@@ -22,6 +20,7 @@ from typing import Any, Literal
 
 import jinja2
 
+from node.framework.children import dying_with_node
 from node.framework.errors import DaemonError
 from node.resources import data_dir
 
@@ -272,13 +271,6 @@ def client_argv(
 
 
 # Processes ----------------------------------------------------------------------------------------
-_PR_SET_PDEATHSIG = 1
-
-
-def _die_with_parent() -> None:  # pragma: no cover - runs in the child between fork and exec
-    # A node killed outright must not leave a snapserver holding its ports, or a snapclient its DAC.
-    with contextlib.suppress(OSError, AttributeError):
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
 
 
 class ChildProcess:
@@ -315,13 +307,14 @@ class ChildProcess:
 
     async def _spawn(self) -> asyncio.subprocess.Process:
         try:
+            argv, preexec = dying_with_node(self.argv)
             return await asyncio.create_subprocess_exec(
-                *self.argv,
+                *argv,
                 stdin=asyncio.subprocess.DEVNULL,
                 stdout=asyncio.subprocess.PIPE,
                 stderr=asyncio.subprocess.STDOUT,
                 env=self.env,
-                preexec_fn=_die_with_parent,  # only a prctl: nothing that takes a lock
+                preexec_fn=preexec,
             )
         except OSError as exc:
             raise DaemonError(f"cannot start {self.name}: {exc}") from exc
