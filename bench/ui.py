@@ -68,6 +68,7 @@ READY = """() => new Promise((resolve) => {
 })"""
 
 Figures = tuple[float, float, dict[str, float]]
+SENT = "bytes before the first state"  # kept with the marks of a load
 
 
 async def measure(url: str, loads: int) -> list[Figures]:
@@ -79,15 +80,22 @@ async def measure(url: str, loads: int) -> list[Figures]:
             page = await context.new_page()
             await page.goto(url)
             await asyncio.wait_for(page.evaluate(READY), 10)
-            mark, loaded, steps = await page.evaluate(
-                """() => [performance.getEntriesByName('milo-first-state')[0].startTime,
-                          performance.getEntriesByType('navigation')[0].loadEventStart,
+            mark, loaded, steps, sent = await page.evaluate(
+                """() => {
+                  const first = performance.getEntriesByName('milo-first-state')[0].startTime;
+                  // Bytes on the wire (headers included, gzipped as the node sends them) of the
+                  // document and of every file fetched before the first state was shown.
+                  const sent = [...performance.getEntriesByType('navigation'),
+                                ...performance.getEntriesByType('resource')]
+                    .filter(e => e.startTime <= first).reduce((n, e) => n + e.transferSize, 0);
+                  return [first, performance.getEntriesByType('navigation')[0].loadEventStart,
                           Object.fromEntries(performance.getEntriesByType('mark')
-                                                 .map(m => [m.name, m.startTime]))]"""
+                                                 .map(m => [m.name, m.startTime])), sent];
+                }"""
             )
             await context.close()
             if i:  # the first load also warms Chromium itself up: not a page's figure
-                figures.append((float(mark), float(mark) - float(loaded), steps))
+                figures.append((float(mark), float(mark) - float(loaded), {**steps, SENT: float(sent)}))
     return figures
 
 
@@ -139,8 +147,11 @@ def main(argv: list[str] | None = None) -> int:
                 stop(child)
         sizes = {name: page_kb(web) for name, web in webs.items()}
     print("UI first whole state, cold loads in fresh contexts, each node in its own process, alternating:")
-    print("| page | loads | p50 from navigation (ms) | p95 (ms) | p50 after load (ms) | page gzipped (KB) |")
-    print("|---|---|---|---|---|---|")
+    print(
+        "| page | loads | p50 from navigation (ms) | p95 (ms) | p50 after load (ms)"
+        " | transferred before the first state (KB) | all it may load, gzipped (KB) |"
+    )
+    print("|---|---|---|---|---|---|---|")
     worst = 0.0
     for name, rows in figures.items():
         nav = [f[0] for f in rows]
@@ -148,7 +159,8 @@ def main(argv: list[str] | None = None) -> int:
         worst = max(worst, *nav)
         print(
             f"| {name} | {len(rows)} | {statistics.median(nav):.0f} | {p95(nav):.0f} |"
-            f" {statistics.median(after_load):.0f} | {sizes[name]:.1f} |"
+            f" {statistics.median(after_load):.0f} | {max(f[2][SENT] for f in rows) / 1024:.1f} |"
+            f" {sizes[name]:.1f} |"
         )
     print("p50 of each step from navigation (ms): main.js runs, MQTT connected, node chosen, state shown")
     print("| page | " + " | ".join(STEPS) + " |")
