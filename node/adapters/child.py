@@ -73,6 +73,8 @@ class Child:
         self._env = env
         self.proc: asyncio.subprocess.Process | None = None
         self.starts = 0
+        self.restarts = 0  # exits it was restarted after
+        self.last_exit = ""  # why it last stopped on its own ("snapserver exited with status 1")
         self._tail: deque[str] = deque(maxlen=TAIL_LINES)
 
     @property
@@ -114,6 +116,8 @@ class Child:
                     code = await self._wait(proc)
                     reason = f"{self.name} exited with {describe_exit(code)}"
                 delay = self.backoff.next(time.monotonic() - started)
+                self.restarts += 1
+                self.last_exit = reason
                 tail = " | ".join(self._tail)
                 self.log.warning(
                     "%s; restart in %.1f s%s", reason, delay, f" (last output: {tail})" if tail else ""

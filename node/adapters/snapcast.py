@@ -1,26 +1,22 @@
-"""Snapcast: a JSON-RPC control client over TCP with notifications, snapserver.conf, and its processes."""
+"""Snapcast: a JSON-RPC control client over TCP with notifications, snapserver.conf, and its units."""
 
 # One module for the one program pair: the control protocol, the config file the server reads, and
-# how its two processes are run (children restarted with backoff, or systemd units). Raw TCP JSON lines
-# on purpose: snapserver 0.26's HTTP answers every POST twice (shared/reference/snapcast.md).
+# the systemd units that may run its two programs (node/adapters/child.py runs them as children).
+# Raw TCP JSON lines on purpose: snapserver 0.26's HTTP answers every POST twice
+# (shared/reference/snapcast.md).
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
 import json
-import logging
 import socket
-import time
-from collections import deque
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, Literal
 
 import jinja2
 
-from node.framework.children import dying_with_node
 from node.framework.errors import DaemonError
 from node.resources import data_dir
 
@@ -271,104 +267,6 @@ def client_argv(
 
 
 # Processes ----------------------------------------------------------------------------------------
-
-
-class ChildProcess:
-    """A program run as a child of the node, restarted with backoff when it exits on its own."""
-
-    def __init__(
-        self,
-        argv: Sequence[str],
-        *,
-        log: logging.Logger,
-        env: Mapping[str, str] | None = None,
-        first: float = 0.2,
-        cap: float = 10.0,
-        healthy: float = 30.0,
-        stop_timeout: float = 3.0,
-        on_exit: Callable[[], None] | None = None,
-    ) -> None:
-        self.argv = list(argv)
-        self.on_exit = on_exit  # called each time it exits by itself
-        self.name = Path(self.argv[0]).name
-        self.log = log
-        self.env = dict(env) if env is not None else None
-        self.first, self.cap, self.healthy, self.stop_timeout = first, cap, healthy, stop_timeout
-        self.restarts = 0  # exits it was restarted after
-        self.last_exit = ""
-        self.started = asyncio.Event()  # set each time a process is running
-        self.tail: deque[str] = deque(maxlen=20)  # its last lines of output, for the log on exit
-        self._proc: asyncio.subprocess.Process | None = None
-        self._stopping = False
-
-    @property
-    def pid(self) -> int | None:
-        return self._proc.pid if self._proc is not None and self._proc.returncode is None else None
-
-    async def _spawn(self) -> asyncio.subprocess.Process:
-        try:
-            argv, preexec = dying_with_node(self.argv)
-            return await asyncio.create_subprocess_exec(
-                *argv,
-                stdin=asyncio.subprocess.DEVNULL,
-                stdout=asyncio.subprocess.PIPE,
-                stderr=asyncio.subprocess.STDOUT,
-                env=self.env,
-                preexec_fn=preexec,
-            )
-        except OSError as exc:
-            raise DaemonError(f"cannot start {self.name}: {exc}") from exc
-
-    async def run(self) -> None:
-        """Keep the program running until cancelled; raises DaemonError if it cannot be started at all."""
-        delay = 0.0
-        try:
-            while True:
-                started = time.monotonic()
-                proc = self._proc = await self._spawn()
-                self.started.set()
-                self.log.info("%s started (pid %s)", self.name, proc.pid)
-                await self._drain(proc)
-                code = await proc.wait()
-                self.started.clear()
-                self.last_exit = f"{self.name} exited with {code}"
-                if self.on_exit is not None:
-                    self.on_exit()
-                lines = " | ".join(self.tail)
-                self.log.warning("%s; restarting. Last output: %s", self.last_exit, lines[-600:])
-                ran = time.monotonic() - started
-                delay = self.first if ran >= self.healthy or delay == 0.0 else min(delay * 2, self.cap)
-                self.restarts += 1
-                await asyncio.sleep(delay)
-        finally:
-            self.started.clear()
-            await self._terminate()
-
-    async def _drain(self, proc: asyncio.subprocess.Process) -> None:
-        assert proc.stdout is not None
-        while True:
-            line = await proc.stdout.readline()
-            if not line:
-                return
-            text = line.decode(errors="replace").rstrip()
-            if text:
-                self.tail.append(text)
-                self.log.debug("%s: %s", self.name, text)
-
-    async def _terminate(self) -> None:
-        proc, self._proc = self._proc, None
-        if proc is None or proc.returncode is not None:
-            return
-        with contextlib.suppress(ProcessLookupError):
-            proc.terminate()
-        try:
-            await asyncio.wait_for(asyncio.shield(proc.wait()), self.stop_timeout)
-        except TimeoutError:
-            # snapclient may sit in uninterruptible I/O on a sink: only SIGKILL ends it.
-            with contextlib.suppress(ProcessLookupError):
-                proc.kill()
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(proc.wait(), self.stop_timeout)
 
 
 class SystemdUnit:

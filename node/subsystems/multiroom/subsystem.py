@@ -16,9 +16,9 @@ from typing import Any
 
 from pydantic import TypeAdapter, ValidationError
 
+from node.adapters.child import Child
 from node.adapters.snapcast import (
     PRISTINE,
-    ChildProcess,
     Control,
     Event,
     NotConnectedError,
@@ -30,6 +30,7 @@ from node.adapters.snapcast import (
     client_argv,
     render_server_conf,
 )
+from node.framework.backoff import Backoff
 from node.framework.bus import Message
 from node.framework.errors import CommandError, DaemonError, SubsystemUnavailableError, format_validation
 from node.framework.files import write_atomic
@@ -95,10 +96,10 @@ class Multiroom(Subsystem[MultiroomState, MultiroomConfig]):
             config.server_host, config.control_port, self._on_event, timeout=config.rpc_timeout_s
         )
         self._tasks: list[asyncio.Task[None]] = []
-        self._server: ChildProcess | None = None
+        self._server: Child | None = None
         self._server_task: asyncio.Task[None] | None = None
         self._restarts = 0  # of snapservers replaced since start (a settings change starts a new one)
-        self._client: ChildProcess | None = None
+        self._client: Child | None = None
         self._client_task: asyncio.Task[None] | None = None
         self._client_argv: list[str] = []
         self._unit_client_on: bool | None = None
@@ -234,15 +235,19 @@ class Multiroom(Subsystem[MultiroomState, MultiroomConfig]):
         write_atomic(path, render_server_conf(conf).encode())
         return path
 
+    def _backoff(self) -> Backoff:
+        return Backoff(first=self.config.restart_first_s, cap=self.config.restart_cap_s, healthy=30.0)
+
     def _start_server(self) -> None:
         if self._server is not None:
             self._restarts += self._server.restarts
-        self._server = ChildProcess(
-            [self.config.snapserver, "-c", str(self._dir / "snapserver.conf")],
+        argv = [self.config.snapserver, "-c", str(self._dir / "snapserver.conf")]
+        self._server = Child(
+            "snapserver",
+            lambda: argv,
             log=self.log,
-            first=self.config.restart_first_s,
-            cap=self.config.restart_cap_s,
-            on_exit=self._wake.set,
+            backoff=self._backoff(),
+            on_exit=lambda _code, _delay: self._wake.set(),
         )
         self._server_task = asyncio.create_task(self._server.run(), name="multiroom-snapserver")
         self._watch(self._server_task)
@@ -430,9 +435,7 @@ class Multiroom(Subsystem[MultiroomState, MultiroomConfig]):
             await asyncio.gather(task, return_exceptions=True)
         self._client, self._client_argv = None, argv
         if want:
-            self._client = ChildProcess(
-                argv, log=self.log, first=self.config.restart_first_s, cap=self.config.restart_cap_s
-            )
+            self._client = Child("snapclient", lambda: argv, log=self.log, backoff=self._backoff())
             self._client_task = asyncio.create_task(self._client.run(), name="multiroom-snapclient")
             self._watch(self._client_task)
 
