@@ -8,6 +8,7 @@ import ctypes
 import gc
 import logging
 import os
+import socket
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -47,7 +48,11 @@ class Node:
     ) -> None:
         self.config = config
         self.topics = Topics(config.node_id)
-        selected = [cls for cls in subsystems if not config.only or cls.name in config.only]
+        selected = [
+            cls
+            for cls in subsystems
+            if (not config.only or cls.name in config.only) and cls.name not in config.skip
+        ]
         self.classes = selected
         # Every source, also those another process runs (--only): the router defines all their PCMs.
         self.sources = registry.with_sources(subsystems)
@@ -101,7 +106,10 @@ class Node:
             from node.framework.mqttbus import MqttBus  # noqa: PLC0415
 
             url = BrokerURL.parse(cfg.broker)
-            bus: Bus = MqttBus(url, will_topic=self.topics.status, client_prefix=f"milo-{cfg.node_id}")
+            will_topic, will_payload = self._will()
+            bus: Bus = MqttBus(
+                url, will_topic=will_topic, will_payload=will_payload, client_prefix=f"milo-{cfg.node_id}"
+            )
             await bus.start()
             on_mqtt = tcp_proxy(url.host, url.port)
         else:
@@ -181,9 +189,10 @@ class Node:
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(READY_TIMEOUT):
                     await runner.ready.wait()
-        await bus.publish(self.topics.status, b"online", retain=True)
-        # Someone else's `offline` (or an empty retained message) would stay until a restart.
-        await bus.subscribe(self.topics.status, self._on_status)
+        if not cfg.join:
+            await bus.publish(self.topics.status, b"online", retain=True)
+            # Someone else's `offline` (or an empty retained message) would stay until a restart.
+            await bus.subscribe(self.topics.status, self._on_status)
         bus.on_connect(self._republish)
         self._log_start()
         # Start-up objects live as long as the process: keep them out of the collector's way, so
@@ -257,9 +266,23 @@ class Node:
                 "(`milo user add NAME --role control`) or set [auth] (README, Security)"
             )
 
+    def _will(self) -> tuple[str, bytes]:
+        """Where the broker says this process is gone: the node's status, or (joined) a state topic.
+
+        A process that joins another's node must not take the node offline when it drops, nor say
+        it online again when the main process has died: its will marks its own first subsystem
+        unavailable (one will per connection; a joining process usually runs one, the knob).
+        """
+        if not self.config.join:
+            return self.topics.status, b"offline"
+        first = self.classes[0]
+        gone = first.absent_state("unavailable", f"its process on {socket.gethostname()} is gone")
+        return self.topics.of(first.state_topic()), gone.model_dump_json().encode()
+
     async def _republish(self) -> None:
         assert self.bus is not None
-        await self.bus.publish(self.topics.status, b"online", retain=True)
+        if not self.config.join:
+            await self.bus.publish(self.topics.status, b"online", retain=True)
         for runner in self.runners:
             await runner.republish()
 
@@ -284,11 +307,16 @@ class Node:
 
     async def stop(self) -> None:
         self._stopping = True
-        if self.bus is not None:
+        if self.bus is not None and not self.config.join:
             await self.bus.unsubscribe(self.topics.status, self._on_status)
         for runner in reversed(self.runners):
             await runner.stop()
-        if self.bus is not None:
+        if self.bus is not None and self.config.join:
+            for cls in self.classes:
+                gone = cls.absent_state("unavailable", f"its process on {socket.gethostname()} stopped")
+                topic = self.topics.of(cls.state_topic())
+                await self.bus.publish(topic, gone.model_dump_json().encode(), retain=True, qos=cls.state_qos)
+        elif self.bus is not None:
             await self.bus.publish(self.topics.status, b"offline", retain=True)
         if self.web is not None:
             await self.web.stop()

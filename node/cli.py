@@ -40,6 +40,16 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument(
         "--only", nargs="+", metavar="NAME", help=f"run only these subsystems ({', '.join(registry.names())})"
     )
+    run.add_argument(
+        "--skip", nargs="+", metavar="NAME", help="run every subsystem but these (another process runs them)"
+    )
+    run.add_argument(
+        "--join",
+        action="store_true",
+        default=None,
+        help="run the --only subsystems for a node whose main process is elsewhere, on --broker "
+        "(its status stays that process's)",
+    )
     run.add_argument("--log-level", choices=["debug", "info", "warning", "error"])
     run.add_argument(
         "--check",
@@ -103,6 +113,8 @@ def main(argv: Sequence[str] | None = None) -> int:  # noqa: PLR0911 - a return 
                 "http_port": args.http_port,
                 "broker": args.broker,
                 "only": args.only,
+                "skip": args.skip,
+                "join": args.join,
                 "log_level": args.log_level,
             },
         )

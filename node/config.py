@@ -94,6 +94,11 @@ class NodeConfig(BaseModel):
     http_port: int = Field(default=8080, ge=0, le=65535)
     broker: str | None = None
     only: list[str] = Field(default_factory=list)
+    # Subsystems this process leaves out (another process runs them: `milo run --join` on a second Pi).
+    skip: list[str] = Field(default_factory=list)
+    # This process runs part of a node whose main process is elsewhere (on `broker`): `<base>/status`
+    # is that process's; a death of this one shows on its first subsystem's state topic instead.
+    join: bool = False
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     # The packaged web/ (the checkout's own in an editable install); a user may serve another copy.
     # Pages on these origins may use the node's WebSocket and upload logos, besides its own origin
@@ -114,7 +119,7 @@ class NodeConfig(BaseModel):
             raise ValueError("must match [a-z0-9_-]+")
         return value
 
-    @field_validator("only", mode="before")
+    @field_validator("only", "skip", mode="before")
     @classmethod
     def _split(cls, value: Any) -> Any:
         if isinstance(value, str):
@@ -130,6 +135,8 @@ ENV_KEYS = (
     "http_port",
     "broker",
     "only",
+    "skip",
+    "join",
     "log_level",
     "web_root",
     "alsa_config",
@@ -198,13 +205,31 @@ def load(
         config = None
     if config is not None:
         config.only = [renamed.get(name, name) for name in config.only]
-    unknown = [name for name in (config.only if config else []) if name not in subsystem_names]
-    if unknown:
-        problems.append(f"--only: unknown subsystem(s) {unknown}; known: {', '.join(subsystem_names)}")
+        config.skip = [renamed.get(name, name) for name in config.skip]
+        for option, names in (("--only", config.only), ("--skip", config.skip)):
+            unknown = [name for name in names if name not in subsystem_names]
+            if unknown:
+                known = ", ".join(subsystem_names)
+                problems.append(f"{option}: unknown subsystem(s) {unknown}; known: {known}")
+        problems += join_problems(config)
     if problems or config is None:
         where = f" ({path})" if path else ""
         raise ConfigError(f"invalid configuration{where}:\n  " + "\n  ".join(problems))
     return config
+
+
+def join_problems(config: NodeConfig) -> list[str]:
+    """What makes `join` meaningless: a process that joins a node must not be that node."""
+    if not config.join:
+        return []
+    problems = []
+    if not config.broker:
+        problems.append("--join: needs --broker, the broker of the node this process joins")
+    if not config.only:
+        problems.append("--join: needs --only, the subsystems this process runs for that node")
+    if "info" in config.only:
+        problems.append("--join: info is the node's main process's; run it there")
+    return problems
 
 
 def setup_logging(level: str) -> None:

@@ -25,7 +25,7 @@ from node.subsystems.info import Info
 from node.subsystems.multiroom import Multiroom
 from node.subsystems.routing import Routing
 from tests.conftest import Mosquitto, NodeFactory
-from tests.helpers import probe
+from tests.helpers import Got, probe
 
 NAMES = ["info", "volume"]
 
@@ -189,6 +189,79 @@ async def test_only_runs_the_named_subsystems(tmp_path: Path, mosquitto: Mosquit
             assert list(info["subsystems"]) == ["info"]
             p.proc.send_signal(signal.SIGTERM)
             assert await asyncio.wait_for(p.proc.wait(), 10) == 0
+
+
+@pytest.mark.parametrize(
+    ("cli", "message"),
+    [
+        ({"join": True, "only": ["knob"]}, "needs --broker"),
+        ({"join": True, "broker": "mqtt://127.0.0.1:1"}, "needs --only"),
+        ({"join": True, "broker": "mqtt://127.0.0.1:1", "only": ["info"]}, "info is the node's main"),
+        ({"skip": ["volme"]}, "--skip: unknown subsystem"),
+    ],
+)
+def test_join_and_skip_are_checked(cli: dict[str, object], message: str) -> None:
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        load(subsystem_names=["info", "volume", "knob"], env={}, cli=cli)
+
+
+def test_skip_leaves_subsystems_out() -> None:
+    from node.app import Node  # noqa: PLC0415 - the app (and its broker) only for this test
+
+    c = load(subsystem_names=registry.names(), env={"MILO_SKIP": "knob, screen"}, cli={})
+    names = [cls.name for cls in Node(c).classes]
+    assert "knob" not in names and "screen" not in names and "info" in names
+
+
+async def test_a_joined_process_never_speaks_for_the_node(tmp_path: Path, mosquitto: Mosquitto) -> None:
+    """`--join`: a knob on a second Pi, on the node's broker under the node's id.
+
+    Its death marks the knob unavailable, not the node offline; the node's death is not undone by it.
+    """
+    base = "milo/jointest"
+    knob_toml = tmp_path / "knob.toml"
+    knob_toml.write_text('[knob]\npin_factory = "mock"\n')
+    common = ["--node-id", "jointest", "--broker", mosquitto.url, "--http-port", "0"]
+    main_args = [*common, "--data-dir", str(tmp_path / "main"), "--only", "info"]
+    knob_args = [*common, "--data-dir", str(tmp_path / "knob"), "--config", str(knob_toml)]
+    knob_args += ["--only", "knob", "--join"]
+
+    def live(g: Got) -> bool:
+        return g.json().get("available") is True
+
+    def gone(g: Got) -> bool:  # the knob's own shape of "not running" (Knob.absent_state)
+        return g.json().get("available") is False
+
+    def why(g: Got) -> str:
+        return str(g.json().get("error"))
+
+    async with probe(mosquitto.port) as c, milo(*main_args) as main:
+        await c.subscribe(f"{base}/status")
+        await c.subscribe(f"{base}/knob")
+        await c.wait_for(f"{base}/status", lambda g: g.text == "online")
+        async with milo(*knob_args) as knob:
+            await c.wait_for(f"{base}/knob", live)
+            mark = c.mark()
+            knob.proc.kill()  # its broker connection drops: the last will speaks
+            will = await c.wait_for(f"{base}/knob", gone, after=mark)
+            assert "is gone" in why(will)
+            assert c.on(f"{base}/status", after=mark) == []  # the node stayed online
+        async with milo(*knob_args) as knob:
+            await c.wait_for(f"{base}/knob", live, after=mark)
+            mark = c.mark()
+            main.proc.kill()
+            await c.wait_for(f"{base}/status", lambda g: g.text == "offline", after=mark)
+            # A round trip through the knob's process: what it would say of the status is said by now.
+            await c.publish(f"{base}/knob/get", b"")
+            await c.wait_for(f"{base}/knob", live, after=mark)
+            assert [g.text for g in c.on(f"{base}/status", after=mark)] == ["offline"]
+            mark = c.mark()
+            knob.proc.send_signal(signal.SIGTERM)
+            stopped = await c.wait_for(f"{base}/knob", gone, after=mark)
+            assert "stopped" in why(stopped)
+            assert await asyncio.wait_for(knob.proc.wait(), 10) == 0
+        await c.publish(f"{base}/status", b"", retain=True)
+        await c.publish(f"{base}/knob", b"", retain=True)
 
 
 def test_example_config_is_valid() -> None:

@@ -24,10 +24,17 @@ logger = logging.getLogger(__name__)
 class MqttBus(Bus):
     """An aiomqtt client to an external broker (mosquitto, EMQX), reconnecting with backoff."""
 
-    def __init__(self, url: BrokerURL, *, will_topic: str, client_prefix: str = "milo") -> None:
+    def __init__(
+        self,
+        url: BrokerURL,
+        *,
+        will_topic: str,
+        will_payload: bytes = b"offline",
+        client_prefix: str = "milo",
+    ) -> None:
         super().__init__()
         self.url = url
-        self._will_topic = will_topic
+        self._will_topic, self._will_payload = will_topic, will_payload
         self._client_id = f"{client_prefix}-{secrets.token_hex(4)}"
         self._client: aiomqtt.Client | None = None
         self._connected = asyncio.Event()
@@ -60,7 +67,7 @@ class MqttBus(Bus):
                 identifier=self._client_id,
                 username=self.url.username,
                 password=self.url.password,
-                will=aiomqtt.Will(self._will_topic, b"offline", qos=1, retain=True),
+                will=aiomqtt.Will(self._will_topic, self._will_payload, qos=1, retain=True),
                 keepalive=30,
                 protocol=self.protocol,
                 # paho leaves Nagle on: a state answering a QoS 1/2 command then waits for the broker's
