@@ -14,7 +14,7 @@ from amqtt.broker import Broker
 from amqtt.errors import BrokerError
 
 from broker import limits, patches
-from broker.auth import AuthPolicy
+from broker.auth import AuthPolicy, review_sessions
 from broker.fastpath import FastPath
 from broker.limits import Limits, LimitSettings, Violation
 from broker.retained import RetainedStore
@@ -168,6 +168,10 @@ class EmbeddedBroker:
         await self._b.external_connected(
             WebSocketsReader(websocket), WebSocketsWriter(websocket), WS_LISTENER
         )
+
+    async def review_sessions(self) -> int:
+        """Check every connected client against the policy again (users changed); how many were cut off."""
+        return await review_sessions(self._b)
 
     async def drain(self, timeout: float = 1.0) -> None:
         """Wait until queued messages went out (the last `offline` before a shutdown must reach clients)."""

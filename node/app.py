@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from broker import BrokerSettings, EmbeddedBroker, InboundMessage, LimitSettings
-from broker.auth import AuthPolicy, Refusal, is_loopback
+from broker.auth import AuthPolicy, Login, Refusal, is_loopback
 from node import __version__, registry
 from node.config import NodeConfig
 from node.framework.backoff import Backoff
@@ -34,6 +34,8 @@ READY_TIMEOUT = 2.0
 ALSA_ENV = "ALSA_CONFIG_PATH"
 ALSA_BASE = "/usr/share/alsa/alsa.conf"  # must stay first: it defines the plug-ins every config uses
 SYSTEM_ASOUND = Path("/etc/asound.conf")
+# How often the users file is looked at (a stat): `milo user remove` cuts a user off within this.
+USERS_WATCH_S = 1.0
 
 
 class Node:
@@ -67,10 +69,12 @@ class Node:
         self._stopping = False
         self._tasks: set[asyncio.Task[None]] = set()
         self._alsa_env_set = False
+        self._users_watch: asyncio.Task[None] | None = None
         self.users = Users(config.data_dir)
         self.policy = AuthPolicy(
-            verify=self.users.verify_async,
+            verify=self._login,
             has_users=self.users.any,
+            lookup=self._lookup,
             request_paths=frozenset(registry.request_paths((*registry.ALL, *subsystems))),
             own_base=f"{self.topics.base}/",
             anonymous=config.auth.anonymous,
@@ -136,6 +140,7 @@ class Node:
                 )
             )
             await self.broker.start()
+            self._users_watch = asyncio.create_task(self._watch_users(self.broker))
             local = LocalBus(self.broker)
             self.broker.set_listener(lambda m: local.deliver(m.topic, m.payload, m.retain))
             bus = local
@@ -207,6 +212,52 @@ class Node:
             return {}
         return {"tls_port": tls.mqtt_port, "tls_host": tls.bind, "certfile": tls.cert, "keyfile": tls.key}
 
+    async def _login(self, name: str, password: str) -> Login | None:
+        user = await self.users.login_async(name, password)
+        return Login(user.role, user.hash) if user is not None else None
+
+    def _lookup(self, name: str) -> Login | str:
+        user = self.users.lookup(name)
+        return user if isinstance(user, str) else Login(user.role, user.hash)
+
+    async def _watch_users(self, broker: EmbeddedBroker) -> None:
+        """Connected clients lose what the users file no longer gives them, within USERS_WATCH_S."""
+        seen = self.users.version()
+        problem = self.users.problem
+        lan_control = self._lan_control()
+        while True:
+            await asyncio.sleep(USERS_WATCH_S)
+            version = self.users.version()
+            if version == seen:
+                continue
+            seen = version
+            try:
+                if self.users.problem and self.users.problem != problem:
+                    # As at start: in `info`, since it locks everyone out.
+                    self.board.notice(f"users: {self.users.problem}; nobody can log in until it is fixed")
+                problem = self.users.problem
+                if lan_control != (lan_control := self._lan_control()):
+                    if lan_control:
+                        self._warn_lan_control()
+                    else:
+                        logger.info("users: a user exists now: clients from the network must log in")
+                closed = await broker.review_sessions()
+            except Exception:  # the next change is reviewed all the same
+                logger.exception("users: reviewing the connected clients failed")
+                continue
+            if closed:
+                logger.info("users: %s changed: %d connection(s) closed", self.users.path, closed)
+
+    def _lan_control(self) -> bool:
+        return self.policy.anonymous_role("192.0.2.1") == "control"  # any address off this host
+
+    def _warn_lan_control(self) -> None:
+        if not is_loopback(self.config.bind):
+            logger.warning(
+                "anyone on the network can control this node without logging in: add a user "
+                "(`milo user add NAME --role control`) or set [auth] (README, Security)"
+            )
+
     async def _http_role(self, address: str | None, credentials: tuple[str, str] | None) -> str | None:
         """The role of an HTTP client (logo uploads, the page's login): as the broker decides."""
         if credentials is None:
@@ -259,12 +310,8 @@ class Node:
         for runner in self.runners:
             detail = f" ({runner.detail})" if runner.detail else ""
             logger.info("  %-12s %s%s", runner.name, runner.status.value, detail)
-        lan_control = self.policy.anonymous_role("192.0.2.1") == "control"  # any address off this host
-        if lan_control and not is_loopback(self.config.bind):
-            logger.warning(
-                "anyone on the network can control this node without logging in: add a user "
-                "(`milo user add NAME --role control`) or set [auth] (README, Security)"
-            )
+        if self._lan_control():
+            self._warn_lan_control()
 
     def _will(self) -> tuple[str, bytes]:
         """Where the broker says this process is gone: the node's status, or (joined) a state topic.
@@ -309,6 +356,10 @@ class Node:
         self._stopping = True
         if self.bus is not None and not self.config.join:
             await self.bus.unsubscribe(self.topics.status, self._on_status)
+        if self._users_watch is not None:
+            self._users_watch.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._users_watch
         for runner in reversed(self.runners):
             await runner.stop()
         if self.bus is not None and self.config.join:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import collections
+import contextlib
 import hashlib
 import hmac
 import json
@@ -84,11 +85,12 @@ class Users:
         self.path = data_dir / FILE
         self._users: dict[str, User] = {}
         self._stamp: tuple[int, int, int] | None = None
+        self._version = 0  # counts the changes seen, whoever read them first (a CONNECT, the node's watch)
         self.problem: str | None = None  # why the file cannot be used: then nobody logs in
-        # (name, keyed digest of the password) -> role: a reconnection costs no hash. Keyed with a
+        # (name, keyed digest of the password) -> user: a reconnection costs no hash. Keyed with a
         # per-process secret, so the cache holds nothing a memory dump could test guesses against
         # faster than the real hash.
-        self._verified: collections.OrderedDict[tuple[str, bytes], Role] = collections.OrderedDict()
+        self._verified: collections.OrderedDict[tuple[str, bytes], User] = collections.OrderedDict()
         self._key = secrets.token_bytes(32)
         self._hashing: asyncio.Semaphore | None = None
 
@@ -97,9 +99,10 @@ class Users:
         try:
             st = self.path.stat()
         except FileNotFoundError:
-            if self._stamp is not None or self._users:
+            if self._stamp is not None or self._users or self.problem is not None:
                 self._users, self._stamp, self.problem = {}, None, None
                 self._verified.clear()
+                self._version += 1
             return
         stamp = (st.st_mtime_ns, st.st_size, st.st_ino)
         if stamp == self._stamp:
@@ -107,6 +110,7 @@ class Users:
                 raise UserError(self.problem)
             return
         self._stamp = stamp
+        self._version += 1
         self._verified.clear()  # a removed user or a new password takes effect at once
         try:
             self._users = self._parse(self.path.read_bytes())
@@ -150,6 +154,20 @@ class Users:
             return True  # an unreadable file must not open the node up
         return bool(self._users)
 
+    def version(self) -> int:
+        """Reads the file again if it changed (a stat otherwise); the number changes with every change."""
+        with contextlib.suppress(OSError, UserError):
+            self._refresh()
+        return self._version
+
+    def lookup(self, name: str) -> User | str:
+        """The user as the file says now, else why nobody of that name can log in."""
+        try:
+            self._refresh()
+        except (OSError, UserError) as exc:
+            return f"the users file cannot be read ({exc})"
+        return self._users.get(name) or "the user was removed"
+
     # Checking --------------------------------------------------------------------------------------
     def _lookup(self, name: str, password: str) -> tuple[User | None, tuple[str, bytes]]:
         self._refresh()
@@ -159,38 +177,57 @@ class Users:
     def verify(self, name: str, password: str) -> Role | None:
         """The user's role when the password is right, else None (blocking: hashes when not cached)."""
         user, key = self._lookup(name, password)
-        return self._finish(user, key, user is not None and check_password(password, user.hash))
+        found = self._finish(user, key, user is not None and check_password(password, user.hash))
+        return found.role if found is not None else None
 
     async def verify_async(self, name: str, password: str) -> Role | None:
         """As `verify`, hashing in a thread: a CONNECT never stalls the broker's event loop."""
+        user = await self.login_async(name, password)
+        return user.role if user is not None else None
+
+    async def login_async(self, name: str, password: str) -> User | None:
+        """The user, as the file held it when the password was checked, when the password is right."""
         if len(password) > MAX_PASSWORD or not NAME_RE.fullmatch(name):
             return None
-        try:
-            user, key = self._lookup(name, password)
-        except (OSError, UserError):
-            return None
-        if user is None:
-            return None
-        cached = self._verified.get(key)
-        if cached is not None:
+        for _ in range(2):
+            try:
+                user, key = self._lookup(name, password)
+            except (OSError, UserError):
+                return None
+            if user is None:
+                return None
+            ok = await self._password_ok(user, key, password)
+            if self._current(name) == user:
+                return self._finish(user, key, ok)
+            # The file changed while hashing (`milo user add` gave a new password): the answer
+            # and the cache entry would be the old password's, so check against the new entry.
+        return None
+
+    async def _password_ok(self, user: User, key: tuple[str, bytes], password: str) -> bool:
+        if key in self._verified:
             self._verified.move_to_end(key)
-            return cached
+            return True
         if self._hashing is None:
             self._hashing = asyncio.Semaphore(MAX_HASHING)
         async with self._hashing:
-            cached = self._verified.get(key)  # the same login may have been checked meanwhile
-            if cached is not None:
-                return cached
-            ok = await asyncio.to_thread(check_password, password, user.hash)
-        return self._finish(user, key, ok)
+            if key in self._verified:  # the same login may have been checked meanwhile
+                return True
+            return await asyncio.to_thread(check_password, password, user.hash)
 
-    def _finish(self, user: User | None, key: tuple[str, bytes], ok: bool) -> Role | None:
+    def _current(self, name: str) -> User | None:
+        try:
+            self._refresh()
+        except (OSError, UserError):
+            return None
+        return self._users.get(name)
+
+    def _finish(self, user: User | None, key: tuple[str, bytes], ok: bool) -> User | None:
         if user is None or not ok:
             return None
-        self._verified[key] = user.role
+        self._verified[key] = user
         while len(self._verified) > CACHE_SIZE:
             self._verified.popitem(last=False)
-        return user.role
+        return user
 
     # Writing ---------------------------------------------------------------------------------------
     def _save(self, users: dict[str, User]) -> None:
