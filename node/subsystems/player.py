@@ -6,13 +6,14 @@ import json
 import re
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 
 from node.framework.bus import Message
 from node.framework.errors import CommandError
+from node.framework.payloads import ErrorPayload
 from node.framework.subsystem import Owned, Subsystem, SubsystemConfig
 from node.framework.views import (
     SOURCE_COMMANDS,
@@ -29,6 +30,8 @@ NONE = "none"
 RESERVED = frozenset({"set", "get", "config", NONE})
 _NAME = re.compile(SOURCE_NAME)
 BUSY: frozenset[str] = frozenset({"playing", "buffering"})
+# What a `toggle` sent while one of these is unanswered means: the opposite of what was last asked.
+_OPPOSITE: dict[str, Transport] = {"play": "pause", "pause": "play", "stop": "play"}
 
 PlayerStatus = Literal["idle", "buffering", "playing", "paused", "error"]
 _STATUS_OF: dict[SourceStatus, PlayerStatus] = {
@@ -123,6 +126,13 @@ class _Source:
     # The last state seen, kept across a deleted state topic: only a change from it is a "start".
     last: SourceStatus | None = None
     position_at: int | None = None
+    # What the player sent it that no state (nor error on its /set) has answered yet, oldest first,
+    # each with when it went (time.monotonic()): until they are answered, `view` predates them.
+    unanswered: list[tuple[str, float]] = field(default_factory=list)
+
+    def answered(self) -> None:
+        if self.unanswered:
+            del self.unanswered[0]
 
     @property
     def available(self) -> bool:
@@ -146,7 +156,12 @@ class Player(Subsystem[PlayerState, PlayerConfig]):
     Command = TypeAdapter(PlayerCommand)
     owned: ClassVar[dict[str, Owned]] = {"source": Owned(SourcesState, TypeAdapter(SourceChoice))}
     # Every runner publishes `source/<name>/config`, so a source is known even while it does not run.
-    watches: ClassVar[tuple[str, ...]] = ("source/+", "source/+/config")
+    # `error`: a source refusing a command the player sent it answers it there.
+    watches: ClassVar[tuple[str, ...]] = ("source/+", "source/+/config", "error")
+    # A source answers a command in well under a second, the radio within its network timeout (10 s
+    # by default: a playlist to fetch first). One that leaves a command unanswered longer (hung, or
+    # gone without its state saying so) is judged on its last state again, not sent everything blindly.
+    answer_timeout_s: ClassVar[float] = 10.0
 
     data: PlayerData
 
@@ -168,6 +183,9 @@ class Player(Subsystem[PlayerState, PlayerConfig]):
 
     # Sources ---------------------------------------------------------------------------------------
     async def on_topic(self, message: Message, path: str) -> None:
+        if path == "error":
+            self._on_error(message.payload)
+            return
         parts = path.split("/")
         if len(parts) < 2 or parts[0] != "source" or parts[1] in RESERVED or not _NAME.match(parts[1]):
             return
@@ -175,6 +193,7 @@ class Player(Subsystem[PlayerState, PlayerConfig]):
         if parts[2:] == ["config"]:
             self._on_source_config(name, message.payload)
         elif len(parts) == 2:
+            self._on_answer(name, message.payload)
             if self._on_source_state(name, message.payload):
                 await self._activate(name)
                 return
@@ -199,6 +218,45 @@ class Player(Subsystem[PlayerState, PlayerConfig]):
         source.enabled = config.get("enabled") is True
         if name in self._early:
             self._on_source_state(name, self._early.pop(name))
+
+    def _on_answer(self, name: str, payload: bytes) -> None:
+        """A state of a source answers the oldest command sent to it (the source takes them in order).
+
+        Every command a source takes is echoed by at least one state, and one it refuses is answered
+        on `error`; a state it publishes on its own (a new title) ends the wait early, which only means
+        the player checks the next command against that newer state, as it does when nothing waits.
+        """
+        source = self._sources.get(name)
+        if source is None:
+            return
+        if not payload:
+            source.unanswered.clear()  # gone: nothing will answer
+        else:
+            source.answered()
+
+    def _on_error(self, payload: bytes) -> None:
+        try:
+            error = ErrorPayload.model_validate_json(payload)
+        except ValidationError:
+            return
+        prefix, suffix = self.ctx.topics.of("source/"), "/set"
+        if error.topic.startswith(prefix) and error.topic.endswith(suffix):
+            source = self._sources.get(error.topic[len(prefix) : -len(suffix)])
+            if source is not None:
+                source.answered()
+
+    def _waiting(self, name: str, source: _Source) -> bool:
+        """True while a command sent to `name` is unanswered, the oldest not older than the timeout."""
+        # From the oldest: commands sent since must not keep a source that stopped answering waited on.
+        if source.unanswered and time.monotonic() - source.unanswered[0][1] >= self.answer_timeout_s:
+            self.log.info(
+                "player: %s did not answer %s within %g s; its last state counts again",
+                name,
+                ", ".join(command for command, _ in source.unanswered),
+                self.answer_timeout_s,
+            )
+            source.unanswered.clear()
+        return bool(source.unanswered)
 
     def _on_source_state(self, name: str, payload: bytes) -> bool:
         """Record a source's state; True when it has just started playing and should become active."""
@@ -292,6 +350,9 @@ class Player(Subsystem[PlayerState, PlayerConfig]):
             await self._send(previous, "stop")
 
     async def _send(self, name: str, command: str) -> None:
+        source = self._sources.get(name)
+        if source is not None:
+            source.unanswered.append((command, time.monotonic()))
         await self.ctx.bus.publish(self.ctx.topics.of(f"source/{name}/set"), command.encode())
 
     # Commands --------------------------------------------------------------------------------------
@@ -308,6 +369,12 @@ class Player(Subsystem[PlayerState, PlayerConfig]):
         source = self._sources.get(name)
         if source is None or not source.available or source.view is None:
             raise CommandError("unavailable", f"{name} is not available now")
+        if self._waiting(name, source):
+            # Its last state predates a command still on its way, so it cannot say what the source
+            # takes now; the source does, in order: by its state, or by its own error.
+            meant = command.model_dump_json() if isinstance(command, Seek) else self._meant(source, command)
+            await self._send(name, meant)
+            return
         can = source.commands()
         if isinstance(command, Seek):
             if "seek" not in can:
@@ -322,6 +389,19 @@ class Player(Subsystem[PlayerState, PlayerConfig]):
         elif text not in can:
             raise self._unsupported(name, text, can)
         await self._send(name, text)
+
+    @staticmethod
+    def _meant(source: _Source, command: Transport) -> str:
+        """A command for a source with commands unanswered: `toggle` as the opposite of the last asked."""
+        if command != "toggle":
+            return command
+        asked = next((c for c, _ in reversed(source.unanswered) if c in _OPPOSITE), None)
+        if asked is not None:
+            return _OPPOSITE[asked]
+        assert source.view is not None
+        if "toggle" in source.view.commands:
+            return "toggle"  # a next or a seek on its way: the source knows best what toggle means then
+        return "pause" if source.view.state in BUSY else "play"
 
     @staticmethod
     def _unsupported(name: str, command: str, can: list[SourceCommand]) -> CommandError:

@@ -18,6 +18,12 @@ Beta = make_source("beta")
 NODE = (Info, Player, Alpha, Beta)
 
 
+class Impatient(Player):
+    """A player that never waits for an answer: always judges a command on the last state."""
+
+    answer_timeout_s = 0.0
+
+
 @dataclass
 class Topics:
     base: str
@@ -287,3 +293,66 @@ async def test_source_none_pauses_the_active_one(run_node: NodeFactory) -> None:
         assert (player["state"], player["title"], player["commands"]) == ("idle", None, [])
         alpha = await p.wait_for(t.alpha, where(state="paused"), after=mark)
         assert alpha.json()["received"] == ["play", "pause"]
+
+
+async def other_process_source(p: Probe, t: Topics, **state: Any) -> None:
+    """gamma: a source of another process, played by the probe, which answers only when the test does."""
+    mark = p.mark()
+    await p.subscribe(t.gamma_set)
+    await p.publish(t.source_gamma_config, {"enabled": True}, retain=True)
+    await p.publish(t.gamma, state, retain=True)
+    await p.wait_for(t.source, where(available=["alpha", "beta", "gamma"]), after=mark)
+
+
+async def forwarded(p: Probe, t: Topics, command: str, *, sent: str) -> None:
+    """`command` on player/set reaches gamma as `sent`, and the player echoes its state."""
+    mark = p.mark()
+    await p.publish(t.player_set, command)
+    await p.wait_for(t.gamma_set, lambda g: g.text == sent, after=mark)
+    await p.wait_for(t.player, after=mark)
+    assert [g.text for g in p.on(t.gamma_set, mark)] == [sent]
+
+
+async def test_until_the_source_answers_commands_go_on_and_toggle_undoes_the_last(
+    run_node: NodeFactory,
+) -> None:
+    async with run_node(subsystems=NODE) as r, probe(r.port) as p:
+        t = Topics(r.base)
+        await ready(p, t)
+        await other_process_source(p, t, state="idle", commands=["play"])
+        mark = p.mark()
+        await p.publish(t.source_set, "gamma")
+        await p.wait_for(t.gamma_set, lambda g: g.text == "play", after=mark)
+        # gamma said nothing since: its `idle, play only` is older than that play, so the source judges.
+        await forwarded(p, t, "pause", sent="pause")
+        await forwarded(p, t, "toggle", sent="play")
+        await forwarded(p, t, "toggle", sent="pause")
+        await forwarded(p, t, "next", sent="next")
+        await p.quiet(t.error, after=mark, probe_topic=t.test_flush)
+        # Each answered, in order (the last refused on the error topic): the player judges again.
+        for answer in ({"state": "playing"}, {"state": "paused"}, {"state": "playing"}):
+            await p.publish(t.gamma, {**answer, "commands": ["pause"]}, retain=True)
+        await p.publish(t.gamma, {"state": "paused", "commands": ["play"]}, retain=True)
+        refused = {"topic": t.gamma_set, "payload": "next", "error": "no next", "code": "unsupported"}
+        await p.publish(t.error, refused)
+        mark = p.mark()
+        await p.publish(t.player_set, "next")
+        err = (await p.wait_for(t.error, lambda g: g.json()["topic"] == t.player_set, after=mark)).json()
+        assert (err["code"], err["error"]) == ("unsupported", "gamma cannot next now; it can: play")
+        await p.publish(t.player_set, "toggle")
+        await p.wait_for(t.gamma_set, lambda g: g.text == "play", after=mark)
+
+
+async def test_a_source_that_never_answers_is_judged_on_its_last_state(run_node: NodeFactory) -> None:
+    async with run_node(subsystems=(Info, Impatient, Alpha, Beta)) as r, probe(r.port) as p:
+        t = Topics(r.base)
+        await ready(p, t)
+        await other_process_source(p, t, state="idle", commands=["play"])
+        mark = p.mark()
+        await p.publish(t.source_set, "gamma")
+        await p.wait_for(t.gamma_set, lambda g: g.text == "play", after=mark)
+        # The wait for its answer is over at once: the player refuses what its last state does not list.
+        await p.publish(t.player_set, "pause")
+        err = (await p.wait_for(t.error, code("unsupported"), after=mark)).json()
+        assert (err["topic"], err["error"]) == (t.player_set, "gamma cannot pause now; it can: play")
+        assert [g.text for g in p.on(t.gamma_set, mark)] == ["play"]

@@ -131,7 +131,6 @@ class Radio(Source[RadioState, RadioConfig]):
                 user_agent=self.directory.user_agent,
             )
             self._player = MpvPlayer(options)
-            self._watcher = asyncio.create_task(self._watch(self._player), name="radio-player")
         return self._player
 
     async def _watch(self, player: MpvPlayer) -> None:
@@ -221,6 +220,10 @@ class Radio(Source[RadioState, RadioConfig]):
             retries=0,
         )
         await player.play(stream)
+        if self._watcher is None:
+            # Only now: its first snapshot is the current one, and a new player's, taken before this
+            # play, says `idle`, which would undo the `buffering` above and refuse a pause meanwhile.
+            self._watcher = asyncio.create_task(self._watch(player), name="radio-player")
         if self.config.click_counting and not station.custom and is_directory_id(station.id):
             self._spawn(self._click(station.id))
 
