@@ -174,6 +174,8 @@ class Events:
     def __init__(self) -> None:
         self.clients: set[asyncio.Queue[str | None]] = set()
         self.sent: list[dict[str, Any]] = []
+        # How late events reach the clients (a real daemon tells what it did a little after its 200).
+        self.lag_s = 0.0
 
     def emit(self, kind: str, data: dict[str, Any] | None = None) -> None:
         message = {"type": kind, "data": data}
@@ -399,6 +401,8 @@ class FakeLibrespot:
                     getting.cancel()
                     break
                 text = getting.result()
+                if self.events.lag_s and text is not None:
+                    await asyncio.sleep(self.events.lag_s)  # the daemon's own delay, modelled
                 if text is None:
                     protocol.send_close(1001, "going away")
                     flush()
@@ -598,6 +602,7 @@ ROUTES: dict[tuple[str, str], tuple[bool, Any]] = {
     ("POST", "/_fake/resume"): (True, lambda f, _: f.resume()),
     ("POST", "/_fake/volume"): (True, lambda f, b: f.set_volume(int(b["value"]))),
     ("POST", "/_fake/end_track"): (True, lambda f, _: f.end_track()),
+    ("POST", "/_fake/event_lag"): (False, lambda f, b: setattr(f.events, "lag_s", float(b["ms"]) / 1000)),
     ("POST", "/_fake/disconnect"): (True, lambda f, _: f.disconnect()),
 }
 

@@ -38,6 +38,7 @@ pytestmark = pytest.mark.timeout(60)
 ALBUM = "spotify:album:4aawyAB9vmqN3uQ7FjRGTy"
 TRACK = "spotify:track:6rqhFgbbKwnb9MLmUQDhG6"
 BACK_WITHIN_S = 5.0
+PATHS_SENT = ("/player/resume", "/player/pause", "/player/playpause")
 
 
 @dataclass
@@ -271,6 +272,34 @@ async def test_commands_reach_go_librespot(run_node: NodeFactory, tmp_path: Path
             assert path in paths
         mark = await send(p, f"{topic}/set", "stop")  # with zeroconf: the session is logged out
         await p.wait_for(topic, state_is("idle"), after=mark)
+
+
+async def test_a_pause_right_after_a_play_is_not_judged_by_the_old_state(
+    run_node: NodeFactory, tmp_path: Path
+) -> None:
+    """go-librespot says what it did on /events after its 200: taps quicker than that still count."""
+    async with spotify_node(run_node, tmp_path) as (r, p, phone):
+        base, topic = r.base, f"{r.base}/source/spotify"
+        await p.wait_for(topic, state_is("idle"))
+        await playing(p, base, phone, paused=True)
+        await phone.do("event_lag", {"ms": 300})
+        mark = p.mark()
+        for command in ("play", "pause", "toggle", "toggle"):  # playing, paused, playing, paused
+            await p.publish(f"{topic}/set", command)
+        wanted = ["/player/resume", "/player/pause", "/player/playpause", "/player/playpause"]
+
+        async def sent() -> list[str]:
+            return [q["path"] for q in (await phone.log())["requests"] if q["path"] in PATHS_SENT]
+
+        async with asyncio.timeout(5):  # what no message announces: the daemon's own log of requests
+            while (paths := await sent())[-4:] != wanted:
+                errors = [g.payload for g in p.on(f"{base}/error", after=mark)]
+                assert not errors, (errors, paths)
+                await asyncio.sleep(0.02)
+        assert [g.json()["code"] for g in p.on(f"{base}/error", after=mark)] == []
+        _, status = await phone.call("GET", "/status")
+        assert status["paused"] is True
+        await p.wait_for(topic, state_is("paused"))  # and the node's state says so once events came
 
 
 async def test_bad_commands_get_coded_errors(run_node: NodeFactory, tmp_path: Path) -> None:

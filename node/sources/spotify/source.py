@@ -58,6 +58,10 @@ REFRESHING = frozenset(
     | {"repeat_context", "repeat_track"}
 )
 RECONNECT_FIRST = 0.05
+# The state a transport command leads to once go-librespot has done it (None: it keeps the state).
+LEADS_TO: dict[str, str | None] = {"play": "playing", "pause": "paused", "stop": None}
+# How long an accepted command's outcome stands in for the state if no event ever confirms it.
+EXPECTED_S = 2.0
 RECONNECT_CAP = 1.0  # a restarted go-librespot is found again within a second of answering
 NO_TRACK: dict[str, Any] = {
     "title": None,
@@ -123,6 +127,7 @@ class Spotify(Source[SpotifyState, SpotifyConfig]):
     Config = SpotifyConfig
     Command = commands_of(PlayUri, SetShuffle, SetRepeat, AddToQueue)
     watches: ClassVar[tuple[str, ...]] = ("volume",)
+    _expected: tuple[str | None, float] = (None, 0.0)  # what the last command leads to, and when
 
     # Lifecycle -------------------------------------------------------------------------------------
     async def check_environment(self) -> None:
@@ -136,6 +141,7 @@ class Spotify(Source[SpotifyState, SpotifyConfig]):
         self._dir.mkdir(parents=True, exist_ok=True)
         self.api = LibrespotApi(cfg.address, cfg.port)
         self.link = VolumeLink() if cfg.volume == "node" else None
+        self._expected = (None, 0.0)
         self._events: EventStream | None = None
         self._dirty = asyncio.Event()  # the whole state is to be read again
         self._session = False
@@ -286,6 +292,8 @@ class Spotify(Source[SpotifyState, SpotifyConfig]):
     async def _update(self, **changes: Any) -> None:
         if "state" in changes:
             changes["commands"] = commands_for(changes["state"])
+            if changes["state"] == self._expected[0] or changes["state"] in ("idle", "unavailable"):
+                self._expected = (None, 0.0)
         await self.set_state(**changes)
         self._schedule_idle()
 
@@ -431,14 +439,29 @@ class Spotify(Source[SpotifyState, SpotifyConfig]):
         if self.state.state == "idle":
             raise CommandError("no_session", "no Spotify session: pick this speaker in a Spotify app first")
 
+    def _judged_state(self) -> str:
+        """The state a command is judged by: what the last accepted one leads to, until events say.
+
+        go-librespot answers a POST at once and tells what it did on /events a little later: a pause
+        tapped right after a play must not be refused because the state still says paused.
+        """
+        expected, at = self._expected
+        if expected is not None and time.monotonic() - at < EXPECTED_S:
+            return expected
+        return self.state.state
+
     async def transport(self, command: Transport) -> None:
         self._need_session()
-        if command not in self.state.commands:
-            can = ", ".join(self.state.commands) or "nothing"
-            raise CommandError(
-                "unsupported", f"spotify is {self.state.state}: it cannot {command} now ({can})"
-            )
+        now = self._judged_state()
+        can = commands_for(now)
+        if command not in can:
+            listed = ", ".join(can) or "nothing"
+            raise CommandError("unsupported", f"spotify is {now}: it cannot {command} now ({listed})")
         await self._call(self.api.post(PATHS[command]))
+        if command == "toggle":
+            command = "pause" if now in ("playing", "buffering") else "play"
+        if command in LEADS_TO:
+            self._expected = (LEADS_TO[command], time.monotonic())
 
     async def seek(self, position_ms: int) -> None:
         self._need_session()
