@@ -331,11 +331,9 @@ def build(
     if opts.satellite:
         a.append(WriteFile(f"{opts.data_dir.rstrip('/')}/snapclient.env", snapclient_env(opts).encode()))
     a += unit_files
-    controlled = [
-        n for u in plan.units if daemons.rule(u).controlled for n in daemons.rule(u).instances or [u]
-    ]
-    if controlled:
-        a.append(WriteFile(POLKIT_RULE, polkit_rule(opts.user, controlled).encode()))
+    controlled, start_only = _rule_units(plan.units)
+    if controlled or start_only:
+        a.append(WriteFile(POLKIT_RULE, polkit_rule(opts.user, controlled, start_only).encode()))
     if opts.the_screen.has_backlight:
         a.append(WriteFile(BACKLIGHT_RULE, backlight_rule(opts.user).encode()))
     lines = [*opts.the_dac.overlay, *opts.the_screen.overlay]
@@ -345,6 +343,17 @@ def build(
         a.append(LoadModule("snd-aloop"))
     a.append(EnableUnits(plan.enabled))
     return plan
+
+
+def _rule_units(units: Sequence[str]) -> tuple[list[str], list[str]]:
+    """The units the polkit rule lets the node drive (every job verb), and those it may only start."""
+    drive: list[str] = []
+    start: list[str] = []
+    for unit in units:
+        r = daemons.rule(unit)
+        if r.controlled:
+            (start if r.start_only else drive).extend(r.instances or [unit])
+    return drive, start
 
 
 def _from_packages(packages: Sequence[str]) -> set[str]:

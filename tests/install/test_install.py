@@ -22,8 +22,9 @@ from tests.install.tree import check_golden, snapshot
 
 CONFIG_TXT = Path(__file__).parent / "config.txt"
 # Pinned, so the golden trees do not move when a branch adds a template or a subsystem: the node's own
-# unit, and the subsystems a full build has (the sections of those this one lacks are then written too).
-TEMPLATES = ("milo.service",)
+# unit and its update step (the polkit rule's two kinds of unit), and the subsystems a full build has
+# (the sections of those this one lacks are then written too).
+TEMPLATES = ("milo.service", "milo-update@.service")
 SUBSYSTEMS = (
     "info",
     "routing",
@@ -76,6 +77,10 @@ def test_main_node_tree_matches_golden(tmp_path: Path) -> None:
     text = run_install(root, MAIN)
     assert "created  write /etc/milo/milo.toml" in text
     check_golden("main", root)
+    # The node restarts itself (every job verb); an update's step, root's, it may only start.
+    rule = (root / "etc/polkit-1/rules.d/50-milo.rules").read_text()
+    assert 'var units = ["milo.service"];' in rule
+    assert 'var startOnly = ["milo-update@milo.service", "milo-update@go-librespot.service"' in rule
 
 
 def test_satellite_tree_matches_golden(tmp_path: Path) -> None:
