@@ -122,14 +122,17 @@ def run_rule(rule: Path, cases: list[list[str | None]]) -> list[str | None]:
 def test_the_installed_rule_lets_the_node_only_start_an_update_step(tmp_path: Path, kind: str) -> None:
     rule = rendered(tmp_path, KINDS[kind]) / "etc/polkit-1/rules.d/50-milo.rules"
     manage = "org.freedesktop.systemd1.manage-units"
+    others: list[list[str | None]] = [
+        [manage, "milo", "milo-update@milo.service", verb] for verb in VERBS if verb != "start"
+    ]
     cases: list[list[str | None]] = [
         [manage, "milo", "milo.service", "restart"],  # after its own update
         [manage, "milo", "milo-update@milo.service", "start"],
         [manage, "milo", "milo-update@snapserver.service", "start"],
-        *([manage, "milo", "milo-update@milo.service", verb] for verb in VERBS if verb != "start"),
+        *others,  # stop, reset-failed...: root's
         [manage, "milo", "milo-update@evil.service", "start"],  # no program updates install
     ]
-    expected = ["yes", "yes", "yes", *(None for verb in VERBS if verb != "start"), None]
+    expected = ["yes", "yes", "yes", *[None] * len(others), None]
     assert run_rule(rule, cases) == expected
 
 
@@ -142,7 +145,7 @@ def test_the_polkit_rule_lets_the_node_drive_its_daemons_and_nothing_else(tmp_pa
         polkit_rule("milo", ["snapserver.service", "go-librespot.service"], ["milo-update@x.service"])
     )
     manage = "org.freedesktop.systemd1.manage-units"
-    cases = [
+    cases: list[list[str | None]] = [
         [manage, "milo", "snapserver.service", "restart"],
         [manage, "milo", "go-librespot.service", "start"],
         [manage, "milo", "go-librespot.service", "stop"],
