@@ -17,9 +17,9 @@ from typing import Any
 from broker import BrokerSettings, EmbeddedBroker, InboundMessage, LimitSettings
 from broker.auth import AuthPolicy, Login, Refusal, is_loopback
 from node import __version__, registry
-from node.config import NodeConfig
+from node.config import NodeConfig, broker_url
 from node.framework.backoff import Backoff
-from node.framework.bus import BrokerURL, Bus, LocalBus, Message
+from node.framework.bus import Bus, LocalBus, Message
 from node.framework.payloads import ErrorPayload, echo
 from node.framework.runner import Runner
 from node.framework.store import Store
@@ -109,7 +109,8 @@ class Node:
             # aiomqtt and paho cost ~4 MB of resident memory: only a node on an external broker pays it.
             from node.framework.mqttbus import MqttBus  # noqa: PLC0415
 
-            url = BrokerURL.parse(cfg.broker)
+            url = broker_url(cfg)
+            assert url is not None
             will_topic, will_payload = self._will()
             bus: Bus = MqttBus(
                 url, will_topic=will_topic, will_payload=will_payload, client_prefix=f"milo-{cfg.node_id}"

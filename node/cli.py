@@ -201,6 +201,16 @@ def _install_parsers(sub: Any) -> None:
     ins.add_argument(
         "--main", metavar="HOST[:PORT]", help="a satellite's main node (its broker and snapserver)"
     )
+    ins.add_argument(
+        "--broker-user",
+        metavar="NAME",
+        help="a satellite's `node` user on the main node's broker (needed once the main node has users)",
+    )
+    ins.add_argument(
+        "--broker-password-file",
+        metavar="FILE",
+        help="its password: the first line of FILE ('-': stdin); without it, asked on the terminal",
+    )
     ins.add_argument("--user", default="milo", help="the unprivileged user the node runs as (default milo)")
     ins.add_argument("--data-dir", default="/var/lib/milo")
     ins.add_argument("--milo", help="the milo executable the unit runs (default: this one)")

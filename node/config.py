@@ -12,6 +12,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from node.framework.bus import BrokerURL
 from node.framework.errors import ConfigError, validation_messages
 from node.framework.topics import default_node_id, valid_node_id
 from node.resources import data_dir
@@ -93,6 +94,9 @@ class NodeConfig(BaseModel):
     mqtt_port: int = Field(default=1883, ge=0, le=65535)
     http_port: int = Field(default=8080, ge=0, le=65535)
     broker: str | None = None
+    # The password of `broker`'s user, in a file of the node's user (0600), never in this file or on a
+    # command line: `milo install --satellite --broker-user NAME` writes both.
+    broker_password_file: Path | None = None
     only: list[str] = Field(default_factory=list)
     # Subsystems this process leaves out (another process runs them: `milo run --join` on a second Pi).
     skip: list[str] = Field(default_factory=list)
@@ -134,6 +138,7 @@ ENV_KEYS = (
     "mqtt_port",
     "http_port",
     "broker",
+    "broker_password_file",
     "only",
     "skip",
     "join",
@@ -141,6 +146,14 @@ ENV_KEYS = (
     "web_root",
     "alsa_config",
 )
+
+
+def broker_url(config: NodeConfig) -> BrokerURL | None:
+    """The external broker with its credentials (the password from its file), None: the embedded one."""
+    if not config.broker:
+        return None
+    url = BrokerURL.parse(config.broker)
+    return url.with_password_file(config.broker_password_file) if config.broker_password_file else url
 
 
 def read_file(path: Path) -> dict[str, Any]:

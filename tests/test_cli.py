@@ -17,7 +17,7 @@ import pytest
 from harness.alsa_sinks import sink_config, sinks_dir
 from harness.snapcast import Ports, multiroom_section
 from node import registry
-from node.config import load
+from node.config import broker_url, load
 from node.framework.bus import BrokerURL
 from node.framework.errors import ConfigError
 from node.satellite import SATELLITE_SUBSYSTEMS
@@ -73,6 +73,25 @@ def test_bad_broker_url_is_a_config_error() -> None:
         BrokerURL.parse("http://x:1")
     url = BrokerURL.parse("mqtt://u%40x:p%3Aw@host:1884")
     assert (url.username, url.password, url.port, url.safe()) == ("u@x", "p:w", 1884, "mqtt://u@x@host:1884")
+
+
+def test_the_broker_password_comes_from_its_file(tmp_path: Path) -> None:
+    secret = tmp_path / "broker.password"
+    secret.write_text("p w:@x\n")
+    env = {"MILO_BROKER": "mqtt://kitchen@main:1883", "MILO_BROKER_PASSWORD_FILE": str(secret)}
+    url = broker_url(load(subsystem_names=NAMES, env=env))
+    assert url is not None and (url.username, url.password) == ("kitchen", "p w:@x")
+    assert "p w" not in url.safe()
+    for content, problem in (("", "is empty"), (None, "is missing")):
+        if content is None:
+            secret.unlink()
+        else:
+            secret.write_text(content)
+        with pytest.raises(ConfigError, match=problem):
+            broker_url(load(subsystem_names=NAMES, env=env))
+    with pytest.raises(ConfigError, match="names no user"):
+        broker_url(load(subsystem_names=NAMES, env={**env, "MILO_BROKER": "mqtt://main:1883"}))
+    assert broker_url(load(subsystem_names=NAMES, env={})) is None  # the embedded broker
 
 
 class Proc:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import json
 import os
 import re
 import shutil
@@ -97,6 +98,30 @@ def of_milo(milo: str) -> str | None:
         found = re.search(r"^Version:\s*(\S+)", text, re.M)
         if found:
             return found.group(1)
+    return None
+
+
+def milo_checkout(milo: str | None = None) -> str | None:
+    """The checkout that `milo` (a venv's bin/milo; None: this process's own) runs from, or None.
+
+    A checkout is an editable install (`pip install -e`, its dist-info's direct_url.json says so) or
+    source put on sys.path: no wheel can be installed over it, `git pull` updates it. Read, not run.
+    """
+    if milo is None:
+        package = Path(__file__).resolve().parents[1]  # the node package this process imports
+        if package.parent.name not in ("site-packages", "dist-packages"):
+            return str(package.parent)
+        folders = [package.parent]
+    else:
+        folders = sorted(Path(milo).parent.parent.glob("lib/python3*/site-packages"))
+    for folder in folders:
+        for direct in sorted(folder.glob("milo-*.dist-info/direct_url.json")):
+            try:
+                data = json.loads(direct.read_text())
+            except (OSError, ValueError):
+                continue
+            if isinstance(data, dict) and (data.get("dir_info") or {}).get("editable"):
+                return str(data.get("url", "")).removeprefix("file://") or str(folder)
     return None
 
 

@@ -6,7 +6,8 @@ import contextlib
 import logging
 from abc import ABC, abstractmethod
 from collections.abc import Awaitable, Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from pathlib import Path
 from typing import Protocol
 from urllib.parse import unquote, urlsplit
 
@@ -178,6 +179,27 @@ class BrokerURL:
         user = unquote(parts.username) if parts.username else None
         password = unquote(parts.password) if parts.password else None
         return cls(parts.hostname, port, user, password)
+
+    def with_password_file(self, path: Path) -> BrokerURL:
+        """This URL's user with the password `path` holds (its first line), or ConfigError saying why not.
+
+        The password stays out of milo.toml (world-readable) and every command line: `milo install
+        --satellite --broker-user` writes it to a file of the node's user, mode 0600.
+        """
+        if not self.username:
+            raise ConfigError(
+                f"broker_password_file {path}: the broker URL names no user (mqtt://USER@host:port)"
+            )
+        try:
+            text = path.read_text(encoding="utf-8")
+        except FileNotFoundError as exc:
+            raise ConfigError(f"broker_password_file {path} is missing") from exc
+        except (OSError, UnicodeError) as exc:
+            raise ConfigError(f"broker_password_file {path}: {exc}") from exc
+        password = text.split("\n", 1)[0].rstrip("\r")
+        if not password:
+            raise ConfigError(f"broker_password_file {path} is empty")
+        return replace(self, password=password)
 
     def safe(self) -> str:
         """The URL without its password, for logs and `info`."""

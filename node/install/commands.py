@@ -18,6 +18,29 @@ def this_milo() -> str:
     return str(beside if beside.exists() else Path(sys.argv[0]).absolute())
 
 
+def broker_password(args: argparse.Namespace) -> str | None:
+    """A satellite's broker password: from --broker-password-file, else typed (never an argument)."""
+    source = getattr(args, "broker_password_file", None)
+    if source is None:
+        if not getattr(args, "broker_user", None):
+            return None
+        if not sys.stdin.isatty():
+            raise InstallError(
+                "--broker-user needs its password: --broker-password-file FILE (or '-' for stdin)"
+            )
+        import getpass  # noqa: PLC0415
+
+        first = getpass.getpass(f"password of {args.broker_user} on the main node's broker: ")
+        if getpass.getpass("again: ") != first:
+            raise InstallError("the two passwords differ")
+        return first
+    try:
+        text = sys.stdin.readline() if source == "-" else Path(source).read_text(encoding="utf-8")
+    except (OSError, UnicodeError) as exc:
+        raise InstallError(f"--broker-password-file {source}: {exc}") from exc
+    return text.split("\n", 1)[0].rstrip("\r")
+
+
 def main(args: argparse.Namespace, subsystems: Sequence[str]) -> int:
     try:
         return _dispatch(args, subsystems)
@@ -48,6 +71,8 @@ def _dispatch(args: argparse.Namespace, subsystems: Sequence[str]) -> int:
             data_dir=args.data_dir,
             boot_config=args.boot_config,
             http_port=args.http_port,
+            broker_user=args.broker_user,
+            broker_password=broker_password(args),
         )
         return install(
             opts,

@@ -29,6 +29,9 @@ class UnitRule:
     groups: tuple[str, ...] = ()  # groups the user needs for it
     controlled: bool = True  # the node may start, stop and restart it (the polkit rule)
     instances: tuple[str, ...] = ()  # a template unit (name@.service): the instances the rule names
+    # The rule lets the node only start it (a privileged step running as root): stopping it halfway
+    # (an apt-get cut off mid-install) or resetting its failure (the step's result) is root's alone.
+    start_only: bool = False
 
 
 DEFAULT = UnitRule()
@@ -56,6 +59,7 @@ RULES: dict[str, UnitRule] = {
     "milo-update@.service": UnitRule(
         roles=frozenset({"main", "satellite"}),
         enabled=frozenset(),
+        start_only=True,
         instances=tuple(f"milo-update@{n}.service" for n, p in PROGRAMS.items() if p.installable),
     ),
     "milo-kiosk.service": UnitRule(

@@ -246,21 +246,95 @@ class Doctor:
         port = self.config.mqtt_port or 1883
         return BrokerURL.parse(f"mqtt://127.0.0.1:{port}")
 
+    def _login(self, url: BrokerURL) -> BrokerURL | None:
+        """`url` with the password of `broker_password_file` (read in the tree), None when it cannot be."""
+        assert self.config is not None
+        path = self.config.broker_password_file
+        if path is None or url.password is not None or (self.broker and not url.username):
+            return url  # no file; a --broker URL with its own password, or an anonymous one asked for
+        fix = (
+            f"milo install --satellite --main {url.host}:{url.port} --broker-user {url.username or 'NAME'} "
+            "--broker-password-file FILE (the password of that `node` user on the main node)"
+        )
+        try:
+            found = url.with_password_file(self.system.path(str(path)))
+        except ConfigError as exc:
+            message = str(exc).replace(str(self.system.path(str(path))), str(path))
+            self.add("broker login", "fail", f"{message}: the node cannot log in to {url.safe()}", fix)
+            return None
+        owner = self.system.owner(str(path))
+        mode = self.system.path(str(path)).stat().st_mode & 0o777
+        if owner != self.user:
+            self.add(
+                "broker login",
+                "fail",
+                f"{path} is {owner}'s (mode {mode:04o}): the node ({self.user}) may not be able to read it",
+                f"chown {self.user}:{self.user} {path} && chmod 600 {path}",
+            )
+        elif mode & 0o077:
+            self.add(
+                "broker login",
+                "warn",
+                f"{path} is mode {mode:04o}: others may read the password",
+                f"chmod 600 {path}",
+            )
+        return found
+
+    def _refused(self, url: BrokerURL, rc: int) -> None:
+        """A CONNACK that refused the login: what is wrong, and where to fix it (here or on the main node)."""
+        assert self.config is not None
+        who = f"user {url.username}" if url.username else "an anonymous client"
+        here = (
+            f"milo install --satellite --main {url.host}:{url.port} --broker-user NAME "
+            "--broker-password-file FILE"
+            if self.config.broker
+            else f"milo doctor --broker mqtt://USER:PASSWORD@{url.host}:{url.port}"
+        )
+        if rc in (4, 134):  # MQTT 3.1.1's code, and paho's MQTT 5 name for it
+            message = f"{url.safe()} refused {who}: wrong user name or password (CONNACK 4)"
+            fix = (
+                f"on {url.host}: `milo user list` (is {url.username} there?), `milo user add {url.username} "
+                f"--role node` sets its password; here: the same password in "
+                f"{self.config.broker_password_file or 'broker_password_file'} ({here})"
+            )
+        elif rc in (5, 135) and not url.username:
+            message = (
+                f"{url.safe()} refused {who} (CONNACK 5, not authorized): that node has users, so a login "
+                "is needed from the LAN"
+            )
+            fix = f"on {url.host}: milo user add NAME --role node; here: {here}"
+        elif rc in (5, 135):
+            message = f"{url.safe()} refused {who} (CONNACK 5, not authorized)"
+            fix = f"on {url.host}: milo user add {url.username} --role node (a satellite logs in as a node)"
+        else:
+            message, fix = (
+                f"{url.safe()} refused {who} (CONNACK {rc})",
+                f"journalctl -u milo -n 50 on {url.host}",
+            )
+        self.add("broker", "fail", message, fix)
+
     async def check_broker(self, timeout: float = BROKER_TIMEOUT) -> None:
         assert self.config is not None
         url = self.broker_url()
         if url is None:
             self.add("broker", "skip", "a rendered tree: no node runs (give --broker to check one)")
             return
+        login = self._login(url)
+        if login is None:
+            return
+        url = login
         import aiomqtt  # noqa: PLC0415 - only this check needs a client
 
         base = f"milo/{self.config.node_id}"
         got: dict[str, bytes] = {}
+        connected = False
+        down = f"on {url.host}: systemctl status milo; journalctl -u milo -n 50"
         try:
             async with asyncio.timeout(timeout):
                 async with aiomqtt.Client(
                     url.host, url.port, username=url.username, password=url.password, identifier=None
                 ) as client:
+                    connected = True  # the CONNACK said yes
                     await client.subscribe(f"{base}/status")
                     await client.subscribe(f"{base}/info")
                     async for message in client.messages:
@@ -271,21 +345,29 @@ class Doctor:
                         if {f"{base}/status", f"{base}/info"} <= set(got):
                             break
         except TimeoutError:
-            pass
-        except aiomqtt.MqttError as exc:
-            self.add(
-                "broker", "fail", f"{url.safe()}: {exc}", "systemctl status milo; journalctl -u milo -n 50"
-            )
+            if not connected:
+                self.add("broker", "fail", f"{url.safe()}: no CONNACK within {timeout:g} s", down)
+                return
+        except aiomqtt.MqttCodeError as exc:
+            if connected:
+                self.add("broker", "fail", f"{url.safe()}: {exc}", down)
+            else:
+                rc = exc.rc
+                self._refused(url, rc if isinstance(rc, int) else -1 if rc is None else int(rc.value))
             return
-        self.add("broker", "ok", f"{url.safe()} reachable")
+        except aiomqtt.MqttError as exc:
+            self.add("broker", "fail", f"{url.safe()}: {exc}", down)
+            return
+        who = f"user {url.username}" if url.username else "anonymous"
+        self.add("broker", "ok", f"{url.safe()} reachable, {who} accepted")
         status = got.get(f"{base}/status", b"").decode()
         if status != "online":
-            self.add(
-                "node",
-                "fail",
-                f"{base}/status is {status or 'not there'}",
-                "systemctl restart milo; journalctl -u milo -n 50",
-            )
+            fix = "systemctl restart milo; journalctl -u milo -n 50"
+            if url.username:
+                fix += (
+                    f" (it publishes as {url.username}: a `node` user on {url.host}, `milo user list` there)"
+                )
+            self.add("node", "fail", f"{base}/status is {status or 'not there'}", fix)
             return
         self.add("node", "ok", f"{base} online")
         self._check_info(got.get(f"{base}/info", b""))

@@ -7,10 +7,12 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import PurePosixPath
 from typing import Any
+from urllib.parse import quote
 
 import jinja2
 
 from node.adapters.units import base_context, render_unit
+from node.framework.users import MAX_PASSWORD, NAME_RE
 from node.install import daemons
 from node.install.actions import (
     Action,
@@ -69,6 +71,11 @@ class Options:
     config: str = "/etc/milo/milo.toml"
     boot_config: str = "/boot/firmware/config.txt"
     http_port: int = 8080
+    # A satellite's login on the main node's broker, once the main node has users (a `node` user
+    # there). The password goes to `broker_password_file` only: never into as_dict (plan.json,
+    # the manifest), milo.toml or a unit's command line.
+    broker_user: str | None = None
+    broker_password: str | None = field(default=None, repr=False)
 
     def check(self) -> None:
         if self.dac not in DACS:
@@ -79,6 +86,7 @@ class Options:
             raise InstallError("--satellite needs --main HOST (the main node: its broker and snapserver)")
         if self.main and not self.satellite:
             raise InstallError("--main is for a satellite: add --satellite")
+        self._check_broker()
         if self.user == "root":
             raise InstallError("--user root: the node and its daemons never run as root")
         for name, path in (("--data-dir", self.data_dir), ("--config", self.config), ("--milo", self.milo)):
@@ -90,6 +98,23 @@ class Options:
                     f"{self.milo} is under {hidden}, which the node's unit cannot see (ProtectHome): install "
                     "milo elsewhere, e.g. python3 -m venv /opt/milo && /opt/milo/bin/pip install milo"
                 )
+
+    def _check_broker(self) -> None:
+        password = self.broker_password
+        if self.broker_user is None:
+            if password is not None:
+                raise InstallError("a broker password without --broker-user: give the user it is for")
+            return
+        if not self.satellite:
+            raise InstallError(
+                "--broker-user is a satellite's login on the main node's broker: add --satellite"
+            )
+        if not NAME_RE.fullmatch(self.broker_user):
+            raise InstallError(f"--broker-user {self.broker_user[:80]!r}: 1-64 of A-Z a-z 0-9 _ . @ -")
+        if not password:
+            raise InstallError("--broker-user needs its password (--broker-password-file FILE)")
+        if "\n" in password or "\r" in password or len(password) > MAX_PASSWORD:
+            raise InstallError(f"the broker password must be one line of at most {MAX_PASSWORD} characters")
 
     @property
     def role(self) -> Role:
@@ -122,15 +147,21 @@ class Options:
 
     @property
     def main_broker(self) -> str:
+        """The main node's broker, with the satellite's user (its password is in its own file)."""
         host = self.main or ""
-        return f"mqtt://{host}" if host.count(":") == 1 else f"mqtt://{host}:1883"
+        user = f"{quote(self.broker_user, safe='')}@" if self.broker_user else ""
+        return f"mqtt://{user}{host}" if host.count(":") == 1 else f"mqtt://{user}{host}:1883"
+
+    @property
+    def broker_password_file(self) -> str:
+        return str(PurePosixPath(self.config).parent / "broker.password")
 
     @property
     def install_dir(self) -> str:
         return f"{self.data_dir.rstrip('/')}/{INSTALL_DIR}"
 
     def as_dict(self) -> dict[str, Any]:
-        return {k: v for k, v in vars(self).items() if v is not None}
+        return {k: v for k, v in vars(self).items() if v is not None and k != "broker_password"}
 
 
 @dataclass
@@ -174,7 +205,10 @@ def node_config(opts: Options, subsystems: Sequence[str], hand_over: Mapping[str
         only = [
             n for n in SATELLITE_SUBSYSTEMS if n in subsystems and (n != "screen" or screen.key != "none")
         ]
-        top |= {"broker": opts.main_broker, "only": only}
+        top["broker"] = opts.main_broker
+        if opts.broker_user:
+            top["broker_password_file"] = opts.broker_password_file
+        top["only"] = only
     else:
         top["alsa_config"] = f"{opts.data_dir.rstrip('/')}/asound.conf"
         if dac.card:
@@ -328,14 +362,19 @@ def build(
     if main:
         a += _loopback(opts)
     a.append(WriteFile(opts.config, node_config(opts, subsystems, hand_over).encode()))
+    if opts.broker_user and opts.broker_password:
+        # 0600 and the node's: its unit reads it (root too); nobody else on the Pi.
+        password = f"{opts.broker_password}\n".encode()
+        a += [
+            WriteFile(opts.broker_password_file, password, 0o600),
+            Owner(opts.broker_password_file, opts.user),
+        ]
     if opts.satellite:
         a.append(WriteFile(f"{opts.data_dir.rstrip('/')}/snapclient.env", snapclient_env(opts).encode()))
     a += unit_files
-    controlled = [
-        n for u in plan.units if daemons.rule(u).controlled for n in daemons.rule(u).instances or [u]
-    ]
-    if controlled:
-        a.append(WriteFile(POLKIT_RULE, polkit_rule(opts.user, controlled).encode()))
+    controlled, start_only = _rule_units(plan.units)
+    if controlled or start_only:
+        a.append(WriteFile(POLKIT_RULE, polkit_rule(opts.user, controlled, start_only).encode()))
     if opts.the_screen.has_backlight:
         a.append(WriteFile(BACKLIGHT_RULE, backlight_rule(opts.user).encode()))
     lines = [*opts.the_dac.overlay, *opts.the_screen.overlay]
@@ -345,6 +384,17 @@ def build(
         a.append(LoadModule("snd-aloop"))
     a.append(EnableUnits(plan.enabled))
     return plan
+
+
+def _rule_units(units: Sequence[str]) -> tuple[list[str], list[str]]:
+    """The units the polkit rule lets the node drive (every job verb), and those it may only start."""
+    drive: list[str] = []
+    start: list[str] = []
+    for unit in units:
+        r = daemons.rule(unit)
+        if r.controlled:
+            (start if r.start_only else drive).extend(r.instances or [unit])
+    return drive, start
 
 
 def _from_packages(packages: Sequence[str]) -> set[str]:

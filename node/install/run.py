@@ -52,7 +52,11 @@ def _reload_units(
 ) -> list[Outcome]:
     """daemon-reload after a unit file changed; restart an enabled unit whose file or config changed."""
     changed_files = {o.what.removeprefix("write ") for o in outcomes if o.status in CHANGED}
-    configs = {opts.config: NODE_UNIT, f"{opts.data_dir.rstrip('/')}/snapclient.env": "snapclient.service"}
+    configs = {
+        opts.config: NODE_UNIT,
+        opts.broker_password_file: NODE_UNIT,
+        f"{opts.data_dir.rstrip('/')}/snapclient.env": "snapclient.service",
+    }
     changed = [u for u in plan_units if f"{UNIT_DIR}/{u}" in changed_files]
     if changed and not t.dry_run:
         t.system.daemon_reload()

@@ -62,6 +62,10 @@ class UpdateConfig(SubsystemConfig):
     )
 
 
+# Why a program cannot be installed from here: a code, translated by the clients (web/i18n `error.*`).
+NotInstallable = Literal["editable_install"]
+
+
 class ProgramState(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -70,6 +74,10 @@ class ProgramState(BaseModel):
     source: Literal["apt", "feed"] = "apt"
     update: bool = False
     installable: bool = True
+    reason: NotInstallable | None = Field(
+        default=None, description="why installable is false (editable_install: milo runs from a checkout)"
+    )
+    detail: str = Field(default="", description="that reason in words")
 
 
 class JobState(BaseModel):
@@ -142,6 +150,12 @@ class Update(Subsystem[UpdateState, UpdateConfig]):
                 installed = await asyncio.to_thread(versions.of_binary, self.config.paths[name], name)
             source: Literal["apt", "feed"] = "apt" if program.package else "feed"
             programs[name] = ProgramState(installed=installed, source=source, installable=program.installable)
+        # A checkout is updated with git, never by a wheel over it: not offered (the step would refuse).
+        checkout = await asyncio.to_thread(versions.milo_checkout, self.config.paths.get("milo"))
+        if checkout is not None and "milo" in programs:
+            programs["milo"].installable = False
+            programs["milo"].reason = "editable_install"
+            programs["milo"].detail = f"running from a checkout ({checkout}): update it with git pull"
         return programs
 
     async def check(self) -> None:
@@ -231,11 +245,13 @@ class Update(Subsystem[UpdateState, UpdateConfig]):
         if program is None or not program.installable:
             known = ", ".join(n for n, p in updates.PROGRAMS.items() if p.installable)
             raise CommandError("invalid_payload", f"{command.install!r}: updates install {known}")
+        state = self.state.programs.get(command.install)
+        if state is not None and state.reason == "editable_install":
+            raise CommandError("editable_install", state.detail)
         if self._job is not None:
             raise CommandError(
                 "busy", f"an update of {self.state.job.program if self.state.job else '?'} runs"
             )
-        state = self.state.programs.get(command.install)
         job = JobState(program=command.install, from_version=state.installed if state else None)
         await self.set_state(status="updating", job=job)
         self._job = asyncio.create_task(self._install(command.install))

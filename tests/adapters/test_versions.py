@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import shutil
 from pathlib import Path
 
@@ -72,3 +73,31 @@ async def test_info_lists_the_versions(run_node: NodeFactory) -> None:
     listed = got.json()["versions"]
     assert set(listed) == set(versions.PROGRAMS)
     assert listed["libmpv"] == versions.package("libmpv2")
+
+
+def _venv(tmp_path: Path, direct_url: dict[str, object] | None) -> str:
+    info = tmp_path / "venv/lib/python3.11/site-packages/milo-1.0.dist-info"
+    info.mkdir(parents=True)
+    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: milo\nVersion: 1.0\n")
+    if direct_url is not None:
+        (info / "direct_url.json").write_text(json.dumps(direct_url))
+    return str(tmp_path / "venv/bin/milo")
+
+
+@pytest.mark.parametrize(
+    ("direct_url", "checkout"),
+    [
+        (None, None),  # from an index
+        ({"url": "file:///tmp/milo-1.0-py3-none-any.whl", "archive_info": {}}, None),  # a wheel file
+        ({"url": "file:///src/milo", "dir_info": {"editable": True}}, "/src/milo"),  # pip install -e
+        ({"url": "file:///src/milo", "dir_info": {}}, None),  # built from a folder, copied in
+    ],
+)
+def test_a_checkout_is_told_from_an_installed_milo(
+    tmp_path: Path, direct_url: dict[str, object] | None, checkout: str | None
+) -> None:
+    assert versions.milo_checkout(_venv(tmp_path, direct_url)) == checkout
+
+
+def test_this_process_runs_from_this_checkout() -> None:
+    assert versions.milo_checkout() == str(Path(__file__).resolve().parents[2])

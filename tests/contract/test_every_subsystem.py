@@ -33,6 +33,8 @@ MOVING: dict[str, frozenset[str]] = {
     "info": frozenset({"uptime_s", "rss_mb", "cpu_temp_c", "subsystems", "notices", "versions"}),
     # Follows the other subsystems' topics, which arrive in their own time on an external broker.
     "homeassistant": frozenset({"announced", "components"}),
+    # The installed versions, likewise read in threads after start (and where milo runs from).
+    "update": frozenset({"programs"}),
 }
 NOT_JSON = "{not json"
 UNKNOWN_KEY = '{"no_such_key_xyz": 1}'

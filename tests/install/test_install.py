@@ -22,8 +22,9 @@ from tests.install.tree import check_golden, snapshot
 
 CONFIG_TXT = Path(__file__).parent / "config.txt"
 # Pinned, so the golden trees do not move when a branch adds a template or a subsystem: the node's own
-# unit, and the subsystems a full build has (the sections of those this one lacks are then written too).
-TEMPLATES = ("milo.service",)
+# unit and its update step (the polkit rule's two kinds of unit), and the subsystems a full build has
+# (the sections of those this one lacks are then written too).
+TEMPLATES = ("milo.service", "milo-update@.service")
 SUBSYSTEMS = (
     "info",
     "routing",
@@ -76,6 +77,10 @@ def test_main_node_tree_matches_golden(tmp_path: Path) -> None:
     text = run_install(root, MAIN)
     assert "created  write /etc/milo/milo.toml" in text
     check_golden("main", root)
+    # The node restarts itself (every job verb); an update's step, root's, it may only start.
+    rule = (root / "etc/polkit-1/rules.d/50-milo.rules").read_text()
+    assert 'var units = ["milo.service"];' in rule
+    assert 'var startOnly = ["milo-update@milo.service", "milo-update@go-librespot.service"' in rule
 
 
 def test_satellite_tree_matches_golden(tmp_path: Path) -> None:
@@ -272,6 +277,41 @@ def test_the_cli_renders_a_tree_and_undoes_it(tmp_path: Path, capsys: pytest.Cap
     assert {k: v for k, v in snapshot(root).items() if k != SIMULATED_STATE} == before
     assert main(["install", "--root", str(root), "--satellite"]) == 1
     assert "--main" in capsys.readouterr().err
+
+
+def test_the_cli_takes_a_satellites_broker_login_from_a_file_never_an_argument(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    root = pi_root(tmp_path)
+    secret = tmp_path / "pw"
+    secret.write_text("s3cret pw\nignored\n")
+    args = ["install", "--root", str(root), "--satellite", "--main", "living.local", "--milo", MILO]
+    assert main([*args, "--broker-user", "kitchen", "--broker-password-file", str(secret)]) == 0
+    toml = (root / "etc/milo/milo.toml").read_text()
+    assert 'broker = "mqtt://kitchen@living.local:1883"' in toml and "s3cret" not in toml
+    assert (root / "etc/milo/broker.password").read_text() == "s3cret pw\n"
+    plan = (root / "var/lib/milo/install/plan.json").read_text()
+    assert '"broker_user": "kitchen"' in plan and "s3cret" not in plan
+    assert ["chown", "milo:milo", "/etc/milo/broker.password"] in json.loads(plan)["commands"]
+    assert "s3cret" not in capsys.readouterr().out
+    # From stdin ('-'), for scripts: a new password replaces the file (and would restart the node).
+    monkeypatch.setattr("sys.stdin", io.StringIO("another\n"))
+    assert main([*args, "--broker-user", "kitchen", "--broker-password-file", "-"]) == 0
+    assert (root / "etc/milo/broker.password").read_text() == "another\n"
+    assert "updated  write /etc/milo/broker.password" in capsys.readouterr().out
+    # No file and no terminal to type it on; a login for a main node; a password for no user.
+    monkeypatch.setattr("sys.stdin", io.StringIO(""))
+    assert main([*args, "--broker-user", "kitchen"]) == 1
+    assert "--broker-password-file" in capsys.readouterr().err
+    main_args = ["install", "--root", str(root), "--milo", MILO, "--broker-user", "kitchen"]
+    assert main([*main_args, "--broker-password-file", str(secret)]) == 1
+    assert "add --satellite" in capsys.readouterr().err
+    assert main([*args, "--broker-password-file", str(secret)]) == 1
+    assert "without --broker-user" in capsys.readouterr().err
+    assert main([*args, "--broker-user", "bad name", "--broker-password-file", str(secret)]) == 1
+    assert "1-64 of" in capsys.readouterr().err
+    assert main(["uninstall", "--root", str(root)]) == 0
+    assert not (root / "etc/milo/broker.password").exists()
 
 
 def test_dry_run_on_this_machine_changes_nothing() -> None:

@@ -28,6 +28,7 @@ from tests.helpers import Got, probe
 
 ARCH = ARCHES.get(platform.machine(), platform.machine())
 MILO = str(Path(sys.executable).parent / "milo")
+CHECKOUT = str(Path(__file__).resolve().parents[2])
 WAIT = 30.0
 
 
@@ -139,10 +140,12 @@ async def test_a_check_says_what_is_newer(run_node: NodeFactory, world: World) -
         "source": "feed",
         "update": True,
         "installable": True,
+        "reason": None,
+        "detail": "",
     }
     assert programs["snapserver"]["installed"] == "0.26.0" and programs["snapserver"]["update"] is True
-    # The feed has no milo: unknown, but installable once it has one.
-    assert programs["milo"]["available"] is None and programs["milo"]["installable"] is True
+    # The feed has no milo: unknown; and this node runs from this checkout (editable): never offered.
+    assert programs["milo"]["available"] is None and programs["milo"]["installable"] is False
     assert got.json()["error"] == ""
 
 
@@ -251,7 +254,9 @@ async def test_refusals(run_node: NodeFactory, world: World) -> None:
 
 
 async def test_a_checkout_is_never_updated_from_the_feed(run_node: NodeFactory, world: World) -> None:
-    # The step's own venv here is the test venv, milo installed editable: refused before pip runs.
+    # This node runs from this checkout (the test venv has milo installed editable): a newer milo in
+    # the feed is shown, never offered; an install asked anyway is refused with the reason's code.
+    import asyncio  # noqa: PLC0415
     import hashlib  # noqa: PLC0415
 
     wheel = b"not a wheel: never installed"
@@ -259,8 +264,25 @@ async def test_a_checkout_is_never_updated_from_the_feed(run_node: NodeFactory, 
     url = world.feed.url("/milo-99.0.0-py3-none-any.whl")
     entry = {"version": "99.0.0", "files": {"any": {"url": url, "sha256": hashlib.sha256(wheel).hexdigest()}}}
     world.feed.feed = {**world.feed.feed, "milo": entry}
-    async with run_node(subsystems=(Info, Update), sections=world.sections()) as r, probe(r.port) as p:
-        seen = await install(r, p, "milo", "failed")
-    job = seen[-1].json()["job"]
-    assert "editable install" in job["detail"] and job["steps"][-2:] == ["backup", "finished"]
-    assert seen[-1].json()["restart_needed"] is False
+    sections = world.sections()
+    async with run_node(subsystems=(Info, Update), sections=sections) as r, probe(r.port) as p:
+        await p.subscribe(f"{r.base}/update", f"{r.base}/error")
+        got = await p.wait_for(f"{r.base}/update", lambda g: g.json()["checked_at"] is not None, timeout=WAIT)
+        milo = got.json()["programs"]["milo"]
+        assert (milo["available"], milo["update"], milo["installable"]) == ("99.0.0", True, False)
+        assert milo["reason"] == "editable_install"
+        assert "running from a checkout" in milo["detail"] and "git pull" in milo["detail"]
+        assert CHECKOUT in milo["detail"]
+        mark = p.mark()
+        await p.publish(f"{r.base}/update/set", "milo")
+        err = await p.wait_for(f"{r.base}/error", after=mark)
+        assert err.json()["code"] == "editable_install" and "git pull" in err.json()["error"]
+        assert r.node.broker is not None
+        assert json.loads(dict(r.node.broker.retained())[f"{r.base}/update"])["job"] is None
+    # The step, started anyway (by hand, as root), refuses it too before pip runs.
+    argv = [MILO, "update-apply", "milo", "--config", sections["update"]["config_file"]]
+    proc = await asyncio.create_subprocess_exec(*argv)
+    assert await proc.wait() == 1
+    status = json.loads((world.tmp / "run" / "milo.json").read_text())
+    assert status["result"] == "failed" and "editable install" in status["detail"]
+    assert status["steps"][-2:] == ["backup", "finished"]

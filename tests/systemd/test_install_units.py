@@ -104,6 +104,38 @@ console.log(JSON.stringify(out));
 """
 
 
+def run_rule(rule: Path, cases: list[list[str | None]]) -> list[str | None]:
+    assert NODE is not None
+    done = subprocess.run(
+        [NODE, "-e", HARNESS, str(rule), json.dumps(cases)],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=True,
+    )
+    answers: list[str | None] = json.loads(done.stdout)
+    return answers
+
+
+@pytest.mark.skipif(NODE is None, reason="no JavaScript engine (node) on this machine")
+@pytest.mark.parametrize("kind", ["main", "satellite"])
+def test_the_installed_rule_lets_the_node_only_start_an_update_step(tmp_path: Path, kind: str) -> None:
+    rule = rendered(tmp_path, KINDS[kind]) / "etc/polkit-1/rules.d/50-milo.rules"
+    manage = "org.freedesktop.systemd1.manage-units"
+    others: list[list[str | None]] = [
+        [manage, "milo", "milo-update@milo.service", verb] for verb in VERBS if verb != "start"
+    ]
+    cases: list[list[str | None]] = [
+        [manage, "milo", "milo.service", "restart"],  # after its own update
+        [manage, "milo", "milo-update@milo.service", "start"],
+        [manage, "milo", "milo-update@snapserver.service", "start"],
+        *others,  # stop, reset-failed...: root's
+        [manage, "milo", "milo-update@evil.service", "start"],  # no program updates install
+    ]
+    expected = ["yes", "yes", "yes", *[None] * len(others), None]
+    assert run_rule(rule, cases) == expected
+
+
 @pytest.mark.skipif(NODE is None, reason="no JavaScript engine (node) on this machine")
 def test_the_polkit_rule_lets_the_node_drive_its_daemons_and_nothing_else(tmp_path: Path) -> None:
     from node.install.plan import polkit_rule  # noqa: PLC0415
@@ -113,7 +145,7 @@ def test_the_polkit_rule_lets_the_node_drive_its_daemons_and_nothing_else(tmp_pa
         polkit_rule("milo", ["snapserver.service", "go-librespot.service"], ["milo-update@x.service"])
     )
     manage = "org.freedesktop.systemd1.manage-units"
-    cases = [
+    cases: list[list[str | None]] = [
         [manage, "milo", "snapserver.service", "restart"],
         [manage, "milo", "go-librespot.service", "start"],
         [manage, "milo", "go-librespot.service", "stop"],
@@ -126,13 +158,5 @@ def test_the_polkit_rule_lets_the_node_drive_its_daemons_and_nothing_else(tmp_pa
         [manage, "milo", "milo-update@x.service", "stop"],
         [manage, "milo", "milo-update@y.service", "start"],
     ]
-    assert NODE is not None
-    done = subprocess.run(
-        [NODE, "-e", HARNESS, str(rule), json.dumps(cases)],
-        capture_output=True,
-        text=True,
-        timeout=30,
-        check=True,
-    )
-    assert json.loads(done.stdout) == ["yes", "yes", "yes", None, None, None, None, None, "yes", None, None]
+    assert run_rule(rule, cases) == ["yes", "yes", "yes", None, None, None, None, None, "yes", None, None]
     assert set(VERBS) >= {"start", "stop", "restart"}

@@ -89,3 +89,33 @@ async def test_the_info_view_shows_versions_and_runs_updates(
         await expect(job).to_contain_text("back to 0.26.0")
         assert world.apt.installed("snapserver") == "0.26.0"
         await page.context.close()
+
+
+async def test_a_checkout_says_why_it_is_not_updated_here_and_offers_no_button(
+    browser: Browser, run_node: NodeFactory, world: World
+) -> None:
+    # This node runs from this checkout (editable): a newer milo in the feed is shown with the reason,
+    # translated, where the button would be; another program keeps its button.
+    import hashlib  # noqa: PLC0415
+
+    wheel = b"never installed"
+    world.feed.files["/milo-99.0.0-py3-none-any.whl"] = wheel
+    url = world.feed.url("/milo-99.0.0-py3-none-any.whl")
+    entry = {"version": "99.0.0", "files": {"any": {"url": url, "sha256": hashlib.sha256(wheel).hexdigest()}}}
+    world.feed.feed = {**world.feed.feed, "milo": entry}
+    async with run_node(subsystems=(Info, Update, Ui), sections=world.sections()) as r, probe(r.port) as mqtt:
+        await mqtt.subscribe(f"{r.base}/update")
+        await mqtt.wait_for(f"{r.base}/update", lambda g: g.json()["checked_at"] is not None, timeout=30)
+        page = await open_page(browser, f"http://127.0.0.1:{r.node.http_port}/#info", viewport=PHONE)
+        milo = page.locator("#update-programs [data-program=milo]")
+        await expect(milo).to_contain_text("available 99.0.0")
+        reason = milo.locator("[data-reason=editable_install]")
+        await expect(reason).to_have_text("Runs from a checkout: update it with git pull")
+        assert "running from a checkout" in (await reason.get_attribute("title") or "")
+        await expect(milo.locator("button")).to_have_count(0)
+        librespot = page.locator("#update-programs [data-program=go-librespot]")
+        await expect(librespot.get_by_role("button", name="Update to 0.9.1")).to_have_count(1)
+        await mqtt.publish(f"{r.base}/ui/set", "fr")
+        await expect(page.locator("html")).to_have_attribute("lang", "fr")
+        await expect(reason).to_have_text("Exécuté depuis un checkout : mettez-le à jour avec git pull")
+        await page.context.close()

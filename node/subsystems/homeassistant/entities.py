@@ -871,6 +871,9 @@ def _update_template(program: str) -> str:
         "{% set latest = (p.available if p['update'] else (p.installed if p.available else none))"
         " if p else none %}"
         "{% if latest %}{% set d = dict(d, latest_version=latest) %}{% endif %}"
+        # Not installable from here (a checkout): no install command, and the summary says why.
+        "{% if p and p.detail and not p.installable %}"
+        "{% set d = dict(d, release_summary=p.detail[:255]) %}{% endif %}"
         "{% if mine and job.result in ('rolled_back', 'failed') %}"
         "{% set d = dict(d, release_summary=(job.result ~ ': ' ~ job.detail)[:255]) %}{% endif %}"
         "{{ d | tojson }}"

@@ -64,8 +64,13 @@ function programRow(name, p) {
   const button = p.update && p.installable
     ? h('button.primary', { dataset: { install: name }, text: t('update.install', { v: p.available }), onClick: () => install(name) })
     : null;
+  // Not installable from here (milo run from a checkout): why, by its code, where a button would be
+  // offered; the node's own words (the checkout's path) as the title.
+  const reason = !p.installable && p.reason
+    ? h('div.detail.reason', { dataset: { reason: p.reason }, text: errorTitle(p.reason), title: p.detail || undefined })
+    : null;
   return h('li', { dataset: { program: name } },
-    h('div.grow', {}, h('div', { text: name }), h('div.detail', { text: `${installed} · ${available}` })),
+    h('div.grow', {}, h('div', { text: name }), h('div.detail', { text: `${installed} · ${available}` }), reason),
     button);
 }
 
