@@ -51,6 +51,13 @@ def main(args: argparse.Namespace, subsystems: Sequence[str]) -> int:
 
 def _dispatch(args: argparse.Namespace, subsystems: Sequence[str]) -> int:
     root = args.root.resolve() if getattr(args, "root", None) else None
+    if root is not None and not root.is_dir():
+        if args.cmd != "install":
+            raise InstallError(f"--root {root}: no such directory")
+        try:  # a tree being prepared (an SD card's, a test's): made as `make DESTDIR=` would
+            root.mkdir(parents=True)
+        except OSError as exc:
+            raise InstallError(f"--root {root}: {exc.strerror or exc}") from None
     if args.cmd == "install":
         from node.install.plan import Options  # noqa: PLC0415
         from node.install.run import install  # noqa: PLC0415

@@ -279,6 +279,16 @@ def test_the_cli_renders_a_tree_and_undoes_it(tmp_path: Path, capsys: pytest.Cap
     assert "--main" in capsys.readouterr().err
 
 
+def test_a_root_that_does_not_exist_yet_is_made_not_a_traceback(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    root = tmp_path / "card" / "rootfs"
+    assert main(["install", "--root", str(root), "--node-id", "den", "--milo", MILO]) == 0
+    assert (root / "etc/milo/milo.toml").is_file()
+    assert main(["uninstall", "--root", str(tmp_path / "nowhere")]) == 1
+    assert "no such directory" in capsys.readouterr().err
+
+
 def test_the_cli_takes_a_satellites_broker_login_from_a_file_never_an_argument(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
