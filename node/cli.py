@@ -162,7 +162,11 @@ def _self_test() -> int:
 def _satellite(args: argparse.Namespace) -> int:
     from node import satellite  # noqa: PLC0415 - only this command needs it
 
-    return satellite.run(satellite.options(args, registry.names()))
+    try:
+        return satellite.run(satellite.options(args, registry.names()))
+    except ConfigError as exc:  # a broker URL that cannot be parsed
+        print(f"milo satellite: {exc}", file=sys.stderr)
+        return 2
 
 
 def _schemas(*, check: bool) -> int:

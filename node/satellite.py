@@ -9,8 +9,10 @@ import asyncio
 import contextlib
 import hashlib
 import json
+import os
 import re
 import shlex
+import shutil
 import socket
 import subprocess
 import sys
@@ -21,8 +23,10 @@ from typing import Any, TextIO
 
 from node.adapters.snapcast import Control, Event, SnapcastError, client_argv
 from node.adapters.units import base_context, render_unit
+from node.framework.bus import BrokerURL
 
 ENV_FILE = "snapclient.env"
+PASSWORD_FILE = "/etc/milo/broker.password"  # noqa: S105 - a path; `milo install --satellite` uses it too
 HOST_ID = re.compile(r"--hostID\s+(\S+)")
 # Subsystems a satellite may run against the main node's broker: what it has of these is started.
 SATELLITE_SUBSYSTEMS = ("volume", "screen", "knob")
@@ -53,6 +57,7 @@ class Plan:
     name: str
     files: dict[Path, str] = field(default_factory=dict)
     commands: list[list[str]] = field(default_factory=list)
+    secret: set[Path] = field(default_factory=set)  # files written 0600 and never printed
 
 
 def _clean(text: str) -> str:
@@ -66,6 +71,18 @@ def derived_host_id(root: Path) -> str:
     except OSError:
         machine = socket.gethostname()
     return f"{_clean(socket.gethostname())[:40]}-{hashlib.sha256(machine.encode()).hexdigest()[:6]}"
+
+
+def _write_secret(path: Path, text: str, owner: str | None) -> None:
+    """Created 0600 (never readable by others, not even for a moment), then given to the node's user."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(text)
+    if owner is not None:
+        with contextlib.suppress(KeyError, PermissionError):
+            shutil.chown(tmp, owner, owner)
+    os.replace(tmp, path)
 
 
 def _on(root: Path, path: str) -> Path:
@@ -101,11 +118,20 @@ def make_plan(opts: Options) -> Plan:
     units = ["snapclient.service"]
     if opts.broker:
         only = [n for n in SATELLITE_SUBSYSTEMS if n in opts.known_subsystems]
-        plan.files[_on(root, "/etc/milo/milo.toml")] = (
-            "# Written by `milo satellite`: this node's own subsystems, on the main node's broker.\n"
-            f"node_id = {json.dumps(_clean(host_id))}\nbroker = {json.dumps(opts.broker)}\n"
-            f"only = {json.dumps(only)}\n"
-        )
+        url = BrokerURL.parse(opts.broker)  # a bad URL is said before anything is written
+        lines = [
+            "# Written by `milo satellite`: this node's own subsystems, on the main node's broker.",
+            f"node_id = {json.dumps(_clean(host_id))}",
+            f"broker = {json.dumps(url.safe())}",
+            f"only = {json.dumps(only)}",
+        ]
+        if url.password:
+            # milo.toml is world-readable: the password goes to a file of its own, 0600.
+            secret = _on(root, PASSWORD_FILE)
+            plan.files[secret] = url.password + "\n"
+            plan.secret.add(secret)
+            lines.append(f"broker_password_file = {json.dumps(PASSWORD_FILE)}")
+        plan.files[_on(root, "/etc/milo/milo.toml")] = "\n".join(lines) + "\n"
         milo_context = base_context(data_dir=opts.data_dir, user=opts.user)
         plan.files[_on(root, "/etc/systemd/system/milo.service")] = render_unit("milo.service", milo_context)
         units.append("milo.service")
@@ -156,11 +182,16 @@ def run(opts: Options, out: TextIO = sys.stdout) -> int:
     verb = "would " if opts.dry_run else ""
     say(f"satellite: host id {plan.host_id}, name {plan.name!r}, server {opts.server}:{opts.port}")
     for path, text in plan.files.items():
-        say(f"{verb}write {path}")
+        secret = path in plan.secret
+        say(f"{verb}write {path}" + (" (mode 0600; not shown)" if secret else ""))
         if opts.dry_run:
-            say("  | " + "\n  | ".join(text.rstrip("\n").splitlines()))
+            if not secret:
+                say("  | " + "\n  | ".join(text.rstrip("\n").splitlines()))
+            continue
+        path.parent.mkdir(parents=True, exist_ok=True)
+        if secret:
+            _write_secret(path, text, None if opts.root is not None else opts.user)
         else:
-            path.parent.mkdir(parents=True, exist_ok=True)
             path.write_text(text)
     for command in plan.commands:
         if opts.root is not None and not opts.dry_run:

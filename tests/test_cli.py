@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from harness.alsa_sinks import sink_config, sinks_dir
+from harness.net import free_port
 from harness.snapcast import Ports, multiroom_section
 from node import registry
 from node.config import broker_url, load
@@ -329,6 +330,28 @@ async def test_satellite_dry_run_prints_every_step_and_writes_nothing(tmp_path: 
     # The same machine gets the same id, run after run.
     again = await satellite("--server", "192.0.2.7", "--root", str(tmp_path), "--dry-run")
     assert f"host id {host_id.group(1)}," in again[1]
+
+
+async def test_a_satellites_broker_password_goes_to_a_0600_file_never_to_milo_toml(tmp_path: Path) -> None:
+    url = "mqtt://sat1:s3cr%40t@192.0.2.7:1883"
+    code, out = await satellite(
+        "--server", "192.0.2.7", "--broker", url, "--root", str(tmp_path), "--dry-run"
+    )
+    assert code == 0 and "s3cr" not in out, out
+    assert "broker.password (mode 0600; not shown)" in out
+    here = ["--server", "127.0.0.1", "--control-port", str(free_port()), "--wait", "0"]
+    code, out = await satellite(*here, "--broker", url, "--root", str(tmp_path))
+    assert "s3cr" not in out, out
+    toml = (tmp_path / "etc/milo/milo.toml").read_text()
+    assert "s3cr" not in toml and 'broker = "mqtt://sat1@192.0.2.7:1883"' in toml
+    secret = tmp_path / "etc/milo/broker.password"
+    assert secret.read_text() == "s3cr@t\n" and secret.stat().st_mode & 0o777 == 0o600
+    # The node reads it back as the password of that user (the file path as installed, here in the tree).
+    c = load(subsystem_names=registry.names(), env={}, cli={
+        "broker": "mqtt://sat1@192.0.2.7:1883", "broker_password_file": str(secret)})  # fmt: skip
+    assert broker_url(c) == BrokerURL("192.0.2.7", 1883, "sat1", "s3cr@t")
+    code, out = await satellite(*here, "--broker", "http://x", "--root", str(tmp_path))
+    assert code == 2 and "scheme must be mqtt://" in out, out
 
 
 async def test_a_satellite_set_up_shows_in_multiroom_by_itself_with_its_name(
