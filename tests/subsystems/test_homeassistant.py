@@ -466,3 +466,52 @@ def test_a_state_republished_unchanged_does_not_call_for_an_announcement() -> No
     assert seen.update("info", b'{"a":2}')
     assert seen.update("info", b"")  # cleared
     assert not seen.update("info", b"")
+
+
+def _clients(*names: str) -> dict[str, Any]:
+    """A `multiroom` state (what the multiroom subsystem would hold) with these Snapcast clients."""
+    clients = [{"id": n, "name": n, "volume": 50, "muted": False, "connected": True} for n in names]
+    return {"server": "running", "clients": clients}
+
+
+async def test_a_snapcast_client_that_went_away_is_removed_once_then_forgotten(
+    run_node: NodeFactory, tmp_path: Path
+) -> None:
+    # Its removal (`{"platform": ...}` alone) is sent and retained once; the node then forgets it, so
+    # the device config does not keep every client ever seen. Over mosquitto, which outlives the node:
+    # a client that goes away while the node is down is removed at its next start.
+    node = {"subsystems": (Info, HomeAssistant), "sections": sections(tmp_path), "data_dir": tmp_path / "d"}
+    keys = ("client_den_volume", "client_den_mute")
+    async with run_node("mosquitto", **node) as r, probe(r.port) as p:
+        base, port = r.base, r.port
+        await p.subscribe(f"{base}/#", "homeassistant/#")
+        # The multiroom subsystem stood in for by its retained topics.
+        await p.publish(f"{base}/multiroom/config", {"enabled": True}, retain=True)
+        await p.publish(f"{base}/multiroom", _clients("den"), retain=True)
+        await announced(p, r, *keys)
+        mark = p.mark()
+        await p.publish(f"{base}/multiroom", _clients(), retain=True)
+        gone = await p.wait_for(config_topic(r), where_live("multiroom_server", absent=keys), after=mark)
+        assert components(gone)["client_den_volume"] == {"platform": "number"}
+        assert components(gone)["client_den_mute"] == {"platform": "switch"}
+        mark = p.mark()
+        await p.publish(f"{base}/homeassistant/set", "announce")
+        again = await p.wait_for(config_topic(r), after=mark)
+        assert not set(keys) & set(components(again)) and "multiroom_server" in live(again)
+        # Another one, which goes away while the node is not running.
+        mark = p.mark()
+        await p.publish(f"{base}/multiroom", _clients("attic"), retain=True)
+        await announced(p, r, "client_attic_volume", after=mark)
+    async with probe(port) as p:
+        await p.publish(f"{base}/multiroom", _clients(), retain=True)
+    async with run_node("mosquitto", **node) as r, probe(r.port) as p:
+        await p.subscribe("homeassistant/#")
+        removed = await p.wait_for(
+            config_topic(r), lambda g: components(g).get("client_attic_volume") == {"platform": "number"}
+        )
+        assert not set(keys) & set(components(removed))
+        mark = p.mark()
+        await p.publish(f"{base}/homeassistant/set", "announce")
+        again = await p.wait_for(config_topic(r), after=mark)
+        assert not any(key.startswith("client_") for key in components(again))
+        assert "multiroom_server" in live(again)
