@@ -8,16 +8,24 @@ from types import SimpleNamespace
 from typing import Any
 
 import pytest
+from pydantic import BaseModel
 
 from harness.ha_venv import ha_check
 from harness.pulse import Pulse
 from node import __version__, registry
+from node.framework.subsystem import Status
+from node.framework.topics import Topics
+from node.sources.airplay import Airplay
 from node.sources.bluetooth import Bluetooth
 from node.sources.bluetooth.models import BluetoothConfig
+from node.sources.radio import Radio
+from node.sources.roc import Roc
 from node.sources.spotify import Spotify
+from node.subsystems.equalizer import Equalizer
 from node.subsystems.homeassistant import HomeAssistant
-from node.subsystems.homeassistant.entities import FEATURES, Seen
+from node.subsystems.homeassistant.entities import FEATURES, Make, Seen, build
 from node.subsystems.info import Info
+from node.subsystems.player import Player
 from node.subsystems.screen import Screen
 from node.subsystems.volume import Volume
 from tests.conftest import NodeFactory, Running
@@ -144,7 +152,7 @@ async def test_every_payload_is_what_home_assistant_accepts_and_its_commands_wor
         )
         assert not any(entities[key]["available"] for key in UNAVAILABLE), entities
         assert entities["playback"]["state"] == "idle"
-        assert entities["source_bluetooth_state"]["state"] == "unavailable"
+        assert entities["source_bluetooth_state"]["state"] == "not_available"
         assert entities["screen"]["state"] in ("on", "off") and entities["knob_enabled"]["state"] == "ON"
         assert entities["multiroom_server"]["state"] == "running"
         # milo itself is reported, never installed from here (no install command).
@@ -466,6 +474,90 @@ def test_a_state_republished_unchanged_does_not_call_for_an_announcement() -> No
     assert seen.update("info", b'{"a":2}')
     assert seen.update("info", b"")  # cleared
     assert not seen.update("info", b"")
+
+
+def _retained(topics: Topics, states: dict[str, BaseModel]) -> dict[str, bytes]:
+    held = {topics.of(path): model.model_dump_json().encode() for path, model in states.items()}
+    return {topics.status: b"online", **held}
+
+
+def _with(model: type[BaseModel], **fields: Any) -> BaseModel:
+    """`model`'s defaults with `fields` changed, validated as the subsystem's own state would be."""
+    return model.model_validate({**model().model_dump(), **fields})
+
+
+def _check_built(topics: Topics, states: dict[str, BaseModel]) -> dict[str, Any]:
+    """Home Assistant's reading of what the node would announce for `states`, rendered against them."""
+    retained = _retained(topics, states)
+    seen = Seen()
+    for topic, payload in retained.items():
+        seen.update(topic.removeprefix(f"{topics.base}/"), payload)
+    make = Make(topics=topics, node_id="t", web="http://127.0.0.1:8080")
+    body = {
+        "device": {"identifiers": ["milo_t"], "name": "Milo t"},
+        "origin": {"name": "Milo"},
+        "components": {key: component for key, (_, component) in build(seen, make).items()},
+    }
+    return ha_check({"homeassistant/device/t/config": json.dumps(body).encode()}, retained)
+
+
+@HA_TIMEOUT
+def test_no_entity_reads_unavailable_or_unknown_as_its_value() -> None:
+    # Home Assistant keeps "unavailable" and "unknown" as states of its own: a sensor whose value is
+    # one of them shows as an unavailable entity (or one with no value yet). ha_check refuses any
+    # state that renders so; here every state the node publishes `unavailable` in, and names that
+    # are those words, go through it.
+    topics = Topics("t")
+    config = {f"{cls.state_topic()}/config": cls.Config() for cls in registry.ALL}
+    # Each subsystem as it is while it does not run, and every status `info` can report.
+    down: dict[str, BaseModel] = {
+        cls.state_topic(): cls.absent_state("unavailable", "not here") for cls in registry.ALL
+    }
+    statuses = {f"s_{status.value}": {"status": status.value, "detail": "why"} for status in Status}
+    down["info"] = _with(Info.State, subsystems=statuses)
+    down["source"] = _with(Player.owned["source"].state, states={"bluetooth": "unavailable"})
+    result = _check_built(topics, {**config, **down})
+    assert result["problems"] == []
+    entities = result["entities"]
+    assert entities["status_s_unavailable"]["state"] == "not_available"
+    assert entities["status_s_running"]["state"] == "running"
+    for source in ("spotify", "bluetooth", "airplay", "roc", "radio"):
+        # The sensor says it, available, as a value: its reason stays readable beside it.
+        assert entities[f"source_{source}_state"]["available"]
+        assert entities[f"source_{source}_state"]["state"] == "not_available"
+    assert not entities["spotify_user"]["available"]  # its own entities follow the source
+
+    # Running, with names that are those words.
+    station = {"id": "s1", "name": "unknown", "url": "http://127.0.0.1/s1"}
+    words: dict[str, BaseModel] = {
+        **{cls.state_topic(): cls.State() for cls in registry.ALL},
+        "info": _with(Info.State, subsystems=statuses),
+        "source": _with(Player.owned["source"].state, active="radio", enabled=["radio"]),
+        "player": _with(Player.State, state="playing", artist="", title="unknown"),
+        "source/spotify": _with(Spotify.State, state="playing", user="unavailable"),
+        "source/bluetooth": _with(
+            Bluetooth.State, state="connected", device={"address": "A", "name": "unknown"}
+        ),
+        "source/airplay": _with(Airplay.State, state="playing", sender="unavailable"),
+        "source/roc": _with(Roc.State, state="playing", sender_name="unknown"),
+        "source/radio": _with(Radio.State, state="playing", station=station),
+        "radio/favorites": _with(Radio.owned["radio/favorites"].state, stations=[station]),
+        "equalizer": _with(Equalizer.State, preset="unknown", presets=["flat", "unknown", "None"]),
+    }
+    result = _check_built(topics, {**config, **words})
+    assert result["problems"] == []
+    entities = result["entities"]
+    assert entities["now_playing"]["state"] == "Unknown"
+    assert entities["spotify_user"]["state"] == "Unavailable"
+    assert entities["bluetooth_device"]["state"] == "Unknown"
+    assert entities["roc_sender"]["state"] == "Unknown"
+    assert entities["radio_favorite"]["state"] == "unknown (2)"
+    assert entities["eq_preset"]["state"] == "unknown (2)"
+    # Picked in Home Assistant, each is sent under its own name.
+    assert json.loads(entities["eq_preset"]["commands"]["unknown (2)"]) == {"preset": "unknown"}
+    assert json.loads(entities["eq_preset"]["commands"]["None (2)"]) == {"preset": "None"}
+    assert json.loads(entities["eq_preset"]["commands"]["flat"]) == {"preset": "flat"}
+    assert json.loads(entities["radio_favorite"]["commands"]["unknown (2)"]) == {"play": "s1"}
 
 
 def _clients(*names: str) -> dict[str, Any]:

@@ -92,16 +92,18 @@ async def test_home_assistant_shows_the_entities_and_its_service_calls_reach_the
                 read=core.entity_registry,
                 what=f"the {len(wanted)} entities announced, in the entity registry",
             )
-            # Unavailable: Bluetooth's own entities, and two whose value is the word (its source state,
-            # its status), which Home Assistant's REST API cannot tell apart.
-            expected = sorted(
-                [f"{e}.{prefix}_bluetooth_{k}" for e, k in BLUETOOTH]
-                + [f"sensor.{prefix}_bluetooth_state", f"sensor.{prefix}_bluetooth_status"]
-            )
+            # Unavailable: Bluetooth's own entities. Its source state and status sensors say it as a
+            # value, `not_available`: the word `unavailable` would read as the entity unavailable.
+            expected = sorted(f"{e}.{prefix}_bluetooth_{k}" for e, k in BLUETOOTH)
             await core.until(
                 lambda s: sorted(made[u] for u in wanted if s[made[u]]["state"] == "unavailable") == expected,
                 what=f"only {expected} unavailable (sources still starting are, for a moment)",
             )
+            states = await core.states()
+            for sensor in ("bluetooth_state", "bluetooth_status"):
+                assert states[f"sensor.{prefix}_{sensor}"]["state"] == "not_available"
+            assert states[f"sensor.{prefix}_bluetooth_state"]["attributes"]["error"]
+
             # The node's own version, as an update entity that can install (milo updates itself).
             await core.until(
                 lambda s: s.get(milo, {}).get("attributes", {}).get("installed_version"), what=milo
