@@ -5,12 +5,13 @@ from __future__ import annotations
 import json
 from pathlib import Path
 from types import SimpleNamespace
-from typing import Any
+from typing import Any, get_args
 
 import pytest
 from pydantic import BaseModel
 
 from harness.ha_venv import ha_check
+from harness.ky040 import Ky040, mock_pins
 from harness.pulse import Pulse
 from node import __version__, registry
 from node.framework.subsystem import Status
@@ -23,8 +24,10 @@ from node.sources.roc import Roc
 from node.sources.spotify import Spotify
 from node.subsystems.equalizer import Equalizer
 from node.subsystems.homeassistant import HomeAssistant
-from node.subsystems.homeassistant.entities import FEATURES, Make, Seen, build
+from node.subsystems.homeassistant.entities import FEATURES, KNOB_EVENTS, Make, Seen, build
 from node.subsystems.info import Info
+from node.subsystems.knob import EventType as KnobEventType
+from node.subsystems.knob import Knob
 from node.subsystems.player import Player
 from node.subsystems.screen import Screen
 from node.subsystems.volume import Volume
@@ -96,6 +99,7 @@ ENTITIES = (
     "status_volume",
     "knob_enabled",
     "knob_button",
+    "knob_event",
     "knob_step",
     "screen_enabled",
     "screen",
@@ -607,3 +611,31 @@ async def test_a_snapcast_client_that_went_away_is_removed_once_then_forgotten(
         again = await p.wait_for(config_topic(r), after=mark)
         assert not any(key.startswith("client_") for key in components(again))
         assert "multiroom_server" in live(again)
+
+
+@HA_TIMEOUT
+async def test_the_knobs_gestures_reach_home_assistants_event_entity(
+    run_node: NodeFactory, tmp_path: Path
+) -> None:
+    assert get_args(KnobEventType) == KNOB_EVENTS  # the builder cannot import the knob: kept equal here
+    config = sections(tmp_path)
+    config["knob"] = {"pin_factory": "mock", "double_press": "none", "long_press_s": 5, "wake_screen": False}
+    with mock_pins() as pins:
+        async with run_node(subsystems=(Info, Knob, HomeAssistant), sections=config) as r, probe(r.port) as p:
+            await p.subscribe(f"{r.base}/#", "homeassistant/#")
+            got = await announced(p, r, "knob_event", "knob_button")
+            assert components(got)["knob_event"]["state_topic"] == f"{r.base}/knob/event"
+            knob = Ky040(pins)
+            knob.press()
+            await p.wait_for(f"{r.base}/knob", lambda g: g.json()["pressed"] is True)
+            knob.release()
+            topic = f"{r.base}/knob/event"
+            await p.wait_for(topic, lambda g: g.json()["event_type"] == "press")
+            knob.turn(-1)
+            await p.wait_for(topic, lambda g: g.json()["event_type"] == "rotate_ccw")
+            events = [g.payload for g in p.on(topic)]
+            retained = state(r)
+            result = ha_check({config_topic(r): retained[config_topic(r)]}, retained, {topic: events})
+            assert result["problems"] == []
+            entity = result["entities"]["knob_event"]
+            assert entity["available"] and entity["events"] == ["press", "rotate_ccw"]

@@ -52,6 +52,8 @@ MULTIROOM_SERVER = ("starting", "running", "restarting", "unreachable")
 MULTIROOM_PRESETS = ("low_latency", "balanced", "quality")
 SPOTIFY_REPEAT = ("off", "context", "track")
 KNOB_STEP_MAX = 20
+# What the knob publishes on `knob/event` (its EventType: the knob's module is not imported here).
+KNOB_EVENTS = ("press", "double_press", "long_press", "rotate_cw", "rotate_ccw")
 SCREEN_TIMEOUT_MAX = 86_400
 OFF = "Off"  # the source select's label for `none` (Home Assistant reads an option "none" as no state)
 NAME_MAX = 60
@@ -599,6 +601,18 @@ def knob_entities(seen: Seen, make: Make) -> list[tuple[str, Component]]:
             "value_json.dt, value_json.sw], 'pin_factory': value_json.pin_factory} | tojson }}",
             entity_category="diagnostic",
             icon="mdi:knob",
+        ),
+        # Each gesture and turn, whatever the knob's action for it: for automations.
+        make.entity(
+            "knob_event",
+            "event",
+            "Knob",
+            "knob",
+            "flag",
+            state_topic=t.of("knob/event"),
+            event_types=list(KNOB_EVENTS),
+            device_class="button",
+            icon="mdi:gesture-tap-button",
         ),
         make.entity(
             "knob_step",
