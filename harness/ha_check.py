@@ -1,12 +1,15 @@
 """Checks discovery payloads with Home Assistant's own code; run by the Home Assistant venv's python."""
 
-# Input (stdin, JSON): {"configs": {topic: payload}, "retained": {topic: payload}}, every payload text.
+# Input (stdin, JSON): {"configs": {topic: payload}, "retained": {topic: payload}, "events": {topic:
+# [payload, ...]}}, every payload text (events: messages an event entity would receive, not retained).
 # Each device config goes through what Home Assistant's MQTT discovery does with one (abbreviations,
 # the device discovery schema, shared options, each platform's DISCOVERY_SCHEMA); a key the schema
 # would silently drop is a problem too (a typo), except the ones newer releases added. Then every
 # template is rendered against the retained states given, as Home Assistant would render it, and what
-# it yields is checked against the entity's own options, range or states. Output (stdout, JSON):
-# {"problems": [...], "entities": {component id: {"platform", "state", "available", "commands"}}}.
+# it yields is checked against the entity's own options, range or states, and never is a word Home
+# Assistant reserves (a sensor reading "unavailable" shows as an unavailable entity); each event is read
+# as the event entity would, its `event_type` one of `event_types`. Output (stdout, JSON): {"problems":
+# [...], "entities": {component id: {"platform", "state", "available", "commands", "events"}}}.
 # Exit status 1 when there are problems.
 
 from __future__ import annotations
@@ -20,6 +23,8 @@ from typing import Any
 
 # Newer than the Home Assistant this runs (2025.4): dropped by its schema, understood by later ones.
 NEWER_KEYS = {"default_entity_id"}
+# Home Assistant's STATE_UNAVAILABLE and STATE_UNKNOWN: an entity's state, never a value of its own.
+RESERVED = ("unavailable", "unknown")
 
 
 def _render(cv: Any, template: str, payload: str | None) -> str:
@@ -51,7 +56,14 @@ def _available(key: str, config: dict[str, Any], retained: dict[str, str], probl
 
 
 def _check_state(
-    cv: Any, key: str, config: dict[str, Any], *, platform: str, retained: dict[str, str], problems: list[str]
+    cv: Any,
+    key: str,
+    config: dict[str, Any],
+    *,
+    platform: str,
+    retained: dict[str, str],
+    events: dict[str, list[str]],
+    problems: list[str],
 ) -> dict[str, Any]:
     found: dict[str, Any] = {"platform": platform}
     available = found["available"] = _available(key, config, retained, problems)
@@ -66,16 +78,44 @@ def _check_state(
         except Exception as exc:
             problems.append(f"{key}: {state_topic}: {exc}")
     found["state"] = state
+    if state in RESERVED:
+        problems.append(f"{key}: state {state!r} is a word Home Assistant reserves, not a value")
     if state is not None and available:
         _check_value(key, platform, config, state, problems)
+    if platform == "event":
+        found["events"] = _check_events(cv, key, config, events.get(config["state_topic"], []), problems)
     if platform == "light" and config.get("brightness_value_template") is not None:
         found["brightness"] = _check_brightness(cv, key, config, retained, problems, available=available)
     attributes = config.get("json_attributes_template")
     if attributes is not None and config.get("json_attributes_topic") in retained:
-        rendered = _render(cv, attributes.template, retained[config["json_attributes_topic"]])
-        if not isinstance(json.loads(rendered), dict):
-            problems.append(f"{key}: attributes rendered {rendered!r}, not an object")
+        try:
+            rendered = _render(cv, attributes.template, retained[config["json_attributes_topic"]])
+        except Exception as exc:
+            problems.append(f"{key}: attributes: {exc}")
+        else:
+            if not isinstance(json.loads(rendered), dict):
+                problems.append(f"{key}: attributes rendered {rendered!r}, not an object")
     found["commands"] = _commands(cv, platform, config)
+    return found
+
+
+def _check_events(
+    cv: Any, key: str, config: dict[str, Any], payloads: list[str], problems: list[str]
+) -> list[str]:
+    """The `event_type` of each message, read as the event entity reads one (a JSON object)."""
+    template = config.get("value_template")
+    found = []
+    for payload in payloads:
+        rendered = _render(cv, template.template, payload) if template is not None else payload
+        try:
+            event = json.loads(rendered)
+        except ValueError:
+            problems.append(f"{key}: event {rendered!r} is not JSON")
+            continue
+        event_type = event.get("event_type") if isinstance(event, dict) else None
+        if event_type not in config["event_types"]:
+            problems.append(f"{key}: event type {event_type!r} is not one of {config['event_types']}")
+        found.append(str(event_type))
     return found
 
 
@@ -166,7 +206,9 @@ def _check_update(key: str, state: str, problems: list[str]) -> None:
         problems.append(f"{key}: state {state!r}: {exc}")
 
 
-def check(configs: dict[str, str | None], retained: dict[str, str]) -> dict[str, Any]:
+def check(
+    configs: dict[str, str | None], retained: dict[str, str], events: dict[str, list[str]] | None = None
+) -> dict[str, Any]:
     import homeassistant.helpers.config_validation as cv  # noqa: PLC0415
     import voluptuous as vol  # noqa: PLC0415
     from homeassistant.components.mqtt import discovery, schemas  # noqa: PLC0415
@@ -204,7 +246,13 @@ def check(configs: dict[str, str | None], retained: dict[str, str]) -> dict[str,
             if dropped:
                 problems.append(f"{topic} {key} ({platform}): keys Home Assistant ignores: {sorted(dropped)}")
             entities[key] = _check_state(
-                cv, key, validated, platform=platform, retained=retained, problems=problems
+                cv,
+                key,
+                validated,
+                platform=platform,
+                retained=retained,
+                events=events or {},
+                problems=problems,
             )
     return {"problems": problems, "entities": entities}
 
@@ -219,7 +267,7 @@ async def _main() -> int:
         hass = HomeAssistant(config_dir)
         frame.async_setup(hass)
         try:
-            result = check(request["configs"], request.get("retained", {}))
+            result = check(request["configs"], request.get("retained", {}), request.get("events", {}))
         finally:
             await hass.async_stop(force=True)
     json.dump(result, sys.stdout)

@@ -36,14 +36,18 @@ def ha_python() -> Path:
     return installed_by("ha-venv.sh", BUILD_TIMEOUT)
 
 
-def ha_check(configs: dict[str, bytes], retained: dict[str, bytes]) -> dict[str, Any]:
+def ha_check(
+    configs: dict[str, bytes], retained: dict[str, bytes], events: dict[str, list[bytes]] | None = None
+) -> dict[str, Any]:
     """What Home Assistant's discovery code makes of `configs`, rendered against `retained` states.
 
-    {"problems": [...], "entities": {id: {"platform", "state", "available", "commands"}}}.
+    `events`: messages (not retained) on event entities' topics, read as those entities would.
+    {"problems": [...], "entities": {id: {"platform", "state", "available", "commands", "events"}}}.
     """
     request = {
         "configs": {topic: payload.decode() for topic, payload in configs.items()},
         "retained": {topic: payload.decode() for topic, payload in retained.items()},
+        "events": {topic: [p.decode() for p in payloads] for topic, payloads in (events or {}).items()},
     }
     done = subprocess.run(
         [str(ha_python()), "-P", str(CHECK)],

@@ -77,6 +77,8 @@ def generate(classes: Sequence[type[Subsystem[Any, Any]]] = registry.ALL) -> dic
                     f"{path} command",
                     (f"{path}/set", "command", "no"),
                 )
+        for path, model in cls.events.items():
+            add(f"{_slug(path)}.json", model, path, (path, "event", "no"))
         request_topic = cls.request_topic or topic
         for verb, model in cls.requests.items():
             add(

@@ -205,6 +205,9 @@ class Subsystem(Generic[StateT, ConfigT]):
     # Further retained topics it owns (relative to the base, e.g. `radio/favorites`), each with the
     # /set payloads it accepts (None: read-only). Published with `publish_owned`.
     owned: ClassVar[dict[str, Owned]] = {}
+    # Event topics it publishes (relative to the base, e.g. `knob/event`), each with its payload model:
+    # one message per event, never retained (what happened, once: not a state). `publish_event`.
+    events: ClassVar[dict[str, type[BaseModel]]] = {}
     # Other topics it reads, relative to the base (wildcards allowed).
     watches: ClassVar[tuple[str, ...]] = ()
     # What else the state topic may hold (schemas/ and validation): the Absent record, unless the
@@ -344,6 +347,11 @@ class Subsystem(Generic[StateT, ConfigT]):
         await self.ctx.bus.publish(
             self.ctx.topics.of(self.state_topic()), data, retain=True, qos=self.state_qos
         )
+
+    async def publish_event(self, path: str, event: BaseModel) -> None:
+        """One message on one of the `events` topics, not retained."""
+        assert isinstance(event, self.events[path]), f"{path} carries {self.events[path].__name__}"
+        await self.ctx.bus.publish(self.ctx.topics.of(path), event.model_dump_json().encode())
 
     async def publish_owned(self, path: str, model: BaseModel, *, force: bool = False) -> None:
         """Publish one of the `owned` topics (retained) if it changed."""

@@ -2,7 +2,8 @@
 
 # Just another MQTT client of the node's topics: it publishes volume/set, player/set, source/set,
 # routing/set and screen/set and reads `routing` and `source`, so `milo run --only knob --broker
-# mqtt://<node>` drives a node from a second Pi as well as from the node itself.
+# mqtt://<node>` drives a node from a second Pi as well as from the node itself. Every gesture and
+# turn also goes out on `knob/event` (not retained), for automations: Home Assistant's event entity.
 
 from __future__ import annotations
 
@@ -30,6 +31,25 @@ ACTIVITY_EVERY = 2.0
 
 Action = Literal["play_pause", "mute", "next_source", "multiroom", "none"]
 Gesture = Literal["press", "double_press", "long_press"]
+Rotation = Literal["rotate_cw", "rotate_ccw"]
+EventType = Literal["press", "double_press", "long_press", "rotate_cw", "rotate_ccw"]
+EVENT_TOPIC = "knob/event"
+
+
+class KnobEvent(BaseModel):
+    """`<base>/knob/event`, not retained: one gesture of the button, or one step of a turn."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    event_type: EventType = Field(
+        description="press, double_press, long_press; rotate_cw (what turns the volume up) or rotate_ccw"
+    )
+    action: Action | None = Field(
+        default=None, description="for a gesture: the action configured for it (`none`: it did nothing)"
+    )
+    detents: int = Field(
+        default=0, ge=0, description="for a turn: detents since the last event (sent as often as volume/set)"
+    )
 
 
 class KnobState(BaseModel):
@@ -91,6 +111,7 @@ class Knob(Subsystem[KnobState, KnobConfig]):
     State = KnobState
     Config = KnobConfig
     watches: ClassVar[tuple[str, ...]] = ("routing", "source")
+    events: ClassVar[dict[str, type[BaseModel]]] = {EVENT_TOPIC: KnobEvent}
 
     def __init__(self, ctx: Context, config: KnobConfig) -> None:
         super().__init__(ctx, config)
@@ -147,6 +168,8 @@ class Knob(Subsystem[KnobState, KnobConfig]):
             # Awaited: with an external broker this is the PUBACK, and the detents of a turn that go
             # on meanwhile fold into the next message.
             await self._send("volume/set", f"{delta:+d}")
+            rotation: Rotation = "rotate_cw" if detents > 0 else "rotate_ccw"
+            await self.publish_event(EVENT_TOPIC, KnobEvent(event_type=rotation, detents=abs(detents)))
             await asyncio.sleep(SEND_INTERVAL)
 
     async def teardown(self) -> None:
@@ -255,6 +278,8 @@ class Knob(Subsystem[KnobState, KnobConfig]):
     def _act(self, gesture: Gesture) -> None:
         action: Action = getattr(self.config, gesture)
         self.log.debug("knob: %s -> %s", gesture, action)
+        # Whatever the action, `none` included: a gesture left free is one for automations.
+        self._spawn(self.publish_event(EVENT_TOPIC, KnobEvent(event_type=gesture, action=action)))
         if action == "play_pause":
             self._spawn(self._send("player/set", "toggle"))
         elif action == "mute":

@@ -5,19 +5,30 @@ from __future__ import annotations
 import json
 from pathlib import Path
 from types import SimpleNamespace
-from typing import Any
+from typing import Any, get_args
 
 import pytest
+from pydantic import BaseModel
 
 from harness.ha_venv import ha_check
+from harness.ky040 import Ky040, mock_pins
 from harness.pulse import Pulse
 from node import __version__, registry
+from node.framework.subsystem import Status
+from node.framework.topics import Topics
+from node.sources.airplay import Airplay
 from node.sources.bluetooth import Bluetooth
 from node.sources.bluetooth.models import BluetoothConfig
+from node.sources.radio import Radio
+from node.sources.roc import Roc
 from node.sources.spotify import Spotify
+from node.subsystems.equalizer import Equalizer
 from node.subsystems.homeassistant import HomeAssistant
-from node.subsystems.homeassistant.entities import FEATURES, Seen
+from node.subsystems.homeassistant.entities import FEATURES, KNOB_EVENTS, Make, Seen, build
 from node.subsystems.info import Info
+from node.subsystems.knob import EventType as KnobEventType
+from node.subsystems.knob import Knob
+from node.subsystems.player import Player
 from node.subsystems.screen import Screen
 from node.subsystems.volume import Volume
 from tests.conftest import NodeFactory, Running
@@ -88,6 +99,7 @@ ENTITIES = (
     "status_volume",
     "knob_enabled",
     "knob_button",
+    "knob_event",
     "knob_step",
     "screen_enabled",
     "screen",
@@ -144,7 +156,7 @@ async def test_every_payload_is_what_home_assistant_accepts_and_its_commands_wor
         )
         assert not any(entities[key]["available"] for key in UNAVAILABLE), entities
         assert entities["playback"]["state"] == "idle"
-        assert entities["source_bluetooth_state"]["state"] == "unavailable"
+        assert entities["source_bluetooth_state"]["state"] == "not_available"
         assert entities["screen"]["state"] in ("on", "off") and entities["knob_enabled"]["state"] == "ON"
         assert entities["multiroom_server"]["state"] == "running"
         # milo itself is reported; this node runs from this checkout (an editable install), which is
@@ -468,3 +480,164 @@ def test_a_state_republished_unchanged_does_not_call_for_an_announcement() -> No
     assert seen.update("info", b'{"a":2}')
     assert seen.update("info", b"")  # cleared
     assert not seen.update("info", b"")
+
+
+def _retained(topics: Topics, states: dict[str, BaseModel]) -> dict[str, bytes]:
+    held = {topics.of(path): model.model_dump_json().encode() for path, model in states.items()}
+    return {topics.status: b"online", **held}
+
+
+def _with(model: type[BaseModel], **fields: Any) -> BaseModel:
+    """`model`'s defaults with `fields` changed, validated as the subsystem's own state would be."""
+    return model.model_validate({**model().model_dump(), **fields})
+
+
+def _check_built(topics: Topics, states: dict[str, BaseModel]) -> dict[str, Any]:
+    """Home Assistant's reading of what the node would announce for `states`, rendered against them."""
+    retained = _retained(topics, states)
+    seen = Seen()
+    for topic, payload in retained.items():
+        seen.update(topic.removeprefix(f"{topics.base}/"), payload)
+    make = Make(topics=topics, node_id="t", web="http://127.0.0.1:8080")
+    body = {
+        "device": {"identifiers": ["milo_t"], "name": "Milo t"},
+        "origin": {"name": "Milo"},
+        "components": {key: component for key, (_, component) in build(seen, make).items()},
+    }
+    return ha_check({"homeassistant/device/t/config": json.dumps(body).encode()}, retained)
+
+
+@HA_TIMEOUT
+def test_no_entity_reads_unavailable_or_unknown_as_its_value() -> None:
+    # Home Assistant keeps "unavailable" and "unknown" as states of its own: a sensor whose value is
+    # one of them shows as an unavailable entity (or one with no value yet). ha_check refuses any
+    # state that renders so; here every state the node publishes `unavailable` in, and names that
+    # are those words, go through it.
+    topics = Topics("t")
+    config = {f"{cls.state_topic()}/config": cls.Config() for cls in registry.ALL}
+    # Each subsystem as it is while it does not run, and every status `info` can report.
+    down: dict[str, BaseModel] = {
+        cls.state_topic(): cls.absent_state("unavailable", "not here") for cls in registry.ALL
+    }
+    statuses = {f"s_{status.value}": {"status": status.value, "detail": "why"} for status in Status}
+    down["info"] = _with(Info.State, subsystems=statuses)
+    down["source"] = _with(Player.owned["source"].state, states={"bluetooth": "unavailable"})
+    result = _check_built(topics, {**config, **down})
+    assert result["problems"] == []
+    entities = result["entities"]
+    assert entities["status_s_unavailable"]["state"] == "not_available"
+    assert entities["status_s_running"]["state"] == "running"
+    for source in ("spotify", "bluetooth", "airplay", "roc", "radio"):
+        # The sensor says it, available, as a value: its reason stays readable beside it.
+        assert entities[f"source_{source}_state"]["available"]
+        assert entities[f"source_{source}_state"]["state"] == "not_available"
+    assert not entities["spotify_user"]["available"]  # its own entities follow the source
+
+    # Running, with names that are those words.
+    station = {"id": "s1", "name": "unknown", "url": "http://127.0.0.1/s1"}
+    words: dict[str, BaseModel] = {
+        **{cls.state_topic(): cls.State() for cls in registry.ALL},
+        "info": _with(Info.State, subsystems=statuses),
+        "source": _with(Player.owned["source"].state, active="radio", enabled=["radio"]),
+        "player": _with(Player.State, state="playing", artist="", title="unknown"),
+        "source/spotify": _with(Spotify.State, state="playing", user="unavailable"),
+        "source/bluetooth": _with(
+            Bluetooth.State, state="connected", device={"address": "A", "name": "unknown"}
+        ),
+        "source/airplay": _with(Airplay.State, state="playing", sender="unavailable"),
+        "source/roc": _with(Roc.State, state="playing", sender_name="unknown"),
+        "source/radio": _with(Radio.State, state="playing", station=station),
+        "radio/favorites": _with(Radio.owned["radio/favorites"].state, stations=[station]),
+        "equalizer": _with(Equalizer.State, preset="unknown", presets=["flat", "unknown", "None"]),
+    }
+    result = _check_built(topics, {**config, **words})
+    assert result["problems"] == []
+    entities = result["entities"]
+    assert entities["now_playing"]["state"] == "Unknown"
+    assert entities["spotify_user"]["state"] == "Unavailable"
+    assert entities["bluetooth_device"]["state"] == "Unknown"
+    assert entities["roc_sender"]["state"] == "Unknown"
+    assert entities["radio_favorite"]["state"] == "unknown (2)"
+    assert entities["eq_preset"]["state"] == "unknown (2)"
+    # Picked in Home Assistant, each is sent under its own name.
+    assert json.loads(entities["eq_preset"]["commands"]["unknown (2)"]) == {"preset": "unknown"}
+    assert json.loads(entities["eq_preset"]["commands"]["None (2)"]) == {"preset": "None"}
+    assert json.loads(entities["eq_preset"]["commands"]["flat"]) == {"preset": "flat"}
+    assert json.loads(entities["radio_favorite"]["commands"]["unknown (2)"]) == {"play": "s1"}
+
+
+def _clients(*names: str) -> dict[str, Any]:
+    """A `multiroom` state (what the multiroom subsystem would hold) with these Snapcast clients."""
+    clients = [{"id": n, "name": n, "volume": 50, "muted": False, "connected": True} for n in names]
+    return {"server": "running", "clients": clients}
+
+
+async def test_a_snapcast_client_that_went_away_is_removed_once_then_forgotten(
+    run_node: NodeFactory, tmp_path: Path
+) -> None:
+    # Its removal (`{"platform": ...}` alone) is sent and retained once; the node then forgets it, so
+    # the device config does not keep every client ever seen. Over mosquitto, which outlives the node:
+    # a client that goes away while the node is down is removed at its next start.
+    node = {"subsystems": (Info, HomeAssistant), "sections": sections(tmp_path), "data_dir": tmp_path / "d"}
+    keys = ("client_den_volume", "client_den_mute")
+    async with run_node("mosquitto", **node) as r, probe(r.port) as p:
+        base, port = r.base, r.port
+        await p.subscribe(f"{base}/#", "homeassistant/#")
+        # The multiroom subsystem stood in for by its retained topics.
+        await p.publish(f"{base}/multiroom/config", {"enabled": True}, retain=True)
+        await p.publish(f"{base}/multiroom", _clients("den"), retain=True)
+        await announced(p, r, *keys)
+        mark = p.mark()
+        await p.publish(f"{base}/multiroom", _clients(), retain=True)
+        gone = await p.wait_for(config_topic(r), where_live("multiroom_server", absent=keys), after=mark)
+        assert components(gone)["client_den_volume"] == {"platform": "number"}
+        assert components(gone)["client_den_mute"] == {"platform": "switch"}
+        mark = p.mark()
+        await p.publish(f"{base}/homeassistant/set", "announce")
+        again = await p.wait_for(config_topic(r), after=mark)
+        assert not set(keys) & set(components(again)) and "multiroom_server" in live(again)
+        # Another one, which goes away while the node is not running.
+        mark = p.mark()
+        await p.publish(f"{base}/multiroom", _clients("attic"), retain=True)
+        await announced(p, r, "client_attic_volume", after=mark)
+    async with probe(port) as p:
+        await p.publish(f"{base}/multiroom", _clients(), retain=True)
+    async with run_node("mosquitto", **node) as r, probe(r.port) as p:
+        await p.subscribe("homeassistant/#")
+        removed = await p.wait_for(
+            config_topic(r), lambda g: components(g).get("client_attic_volume") == {"platform": "number"}
+        )
+        assert not set(keys) & set(components(removed))
+        mark = p.mark()
+        await p.publish(f"{base}/homeassistant/set", "announce")
+        again = await p.wait_for(config_topic(r), after=mark)
+        assert not any(key.startswith("client_") for key in components(again))
+        assert "multiroom_server" in live(again)
+
+
+@HA_TIMEOUT
+async def test_the_knobs_gestures_reach_home_assistants_event_entity(
+    run_node: NodeFactory, tmp_path: Path
+) -> None:
+    assert get_args(KnobEventType) == KNOB_EVENTS  # the builder cannot import the knob: kept equal here
+    config = sections(tmp_path)
+    config["knob"] = {"pin_factory": "mock", "double_press": "none", "long_press_s": 5, "wake_screen": False}
+    with mock_pins() as pins:
+        async with run_node(subsystems=(Info, Knob, HomeAssistant), sections=config) as r, probe(r.port) as p:
+            await p.subscribe(f"{r.base}/#", "homeassistant/#")
+            got = await announced(p, r, "knob_event", "knob_button")
+            assert components(got)["knob_event"]["state_topic"] == f"{r.base}/knob/event"
+            knob = Ky040(pins)
+            knob.press()
+            await p.wait_for(f"{r.base}/knob", lambda g: g.json()["pressed"] is True)
+            knob.release()
+            topic = f"{r.base}/knob/event"
+            await p.wait_for(topic, lambda g: g.json()["event_type"] == "press")
+            knob.turn(-1)
+            await p.wait_for(topic, lambda g: g.json()["event_type"] == "rotate_ccw")
+            events = [g.payload for g in p.on(topic)]
+            retained = state(r)
+            result = ha_check({config_topic(r): retained[config_topic(r)]}, retained, {topic: events})
+            assert result["problems"] == []
+            entity = result["entities"]["knob_event"]
+            assert entity["available"] and entity["events"] == ["press", "rotate_ccw"]

@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+from gpiozero.pins.mock import MockFactory
 
 from harness.fake_apt import FakeApt
 from harness.ha_core import home_assistant
 from harness.ha_venv import ROOT
+from harness.ky040 import Ky040, mock_pins
 from harness.pulse import Pulse
 from node import registry
 from tests.conftest import NodeFactory
@@ -30,6 +33,12 @@ INSTALL = 1  # UpdateEntityFeature.INSTALL
 BLUETOOTH = (("sensor", "device"), ("switch", "pairable"), ("button", "disconnect"))
 
 
+@pytest.fixture
+def pins() -> Iterator[MockFactory]:
+    with mock_pins() as factory:
+        yield factory
+
+
 def number(value: Any) -> float | None:
     try:
         return float(value)
@@ -38,7 +47,7 @@ def number(value: Any) -> float | None:
 
 
 async def test_home_assistant_shows_the_entities_and_its_service_calls_reach_the_node(
-    run_node: NodeFactory, pulse: Pulse, tmp_path: Path
+    run_node: NodeFactory, pulse: Pulse, pins: MockFactory, tmp_path: Path
 ) -> None:
     # A newer snapserver in the (fake) package archive; the tests' install step cannot run, so an
     # install fails, and says so.
@@ -51,6 +60,11 @@ async def test_home_assistant_shows_the_entities_and_its_service_calls_reach_the
         "first_check_s": 0,
         "check_every_h": 0,
     }
+    # A press that does nothing on the node: it only goes out on knob/event, to the event entity.
+    config["knob"] = {
+        **config["knob"],
+        **{"press": "none", "double_press": "none", "long_press_s": 5, "wake_screen": False},
+    }
     async with run_node(subsystems=registry.ALL, sections=config) as r, probe(r.port) as p:
         await p.subscribe(f"{r.base}/#")
         await p.subscribe("homeassistant/#")
@@ -59,6 +73,7 @@ async def test_home_assistant_shows_the_entities_and_its_service_calls_reach_the
         # releases, which 2025.4 does not read yet.
         prefix = f"milo_{r.node.config.node_id}"
         volume, source, play = f"number.{prefix}_volume", f"select.{prefix}_source", f"button.{prefix}_play"
+        knob = f"event.{prefix}_knob"
         screen, milo, snapserver = (
             f"light.{prefix}_screen",
             f"update.{prefix}_milo",
@@ -92,16 +107,28 @@ async def test_home_assistant_shows_the_entities_and_its_service_calls_reach_the
                 read=core.entity_registry,
                 what=f"the {len(wanted)} entities announced, in the entity registry",
             )
-            # Unavailable: Bluetooth's own entities, and two whose value is the word (its source state,
-            # its status), which Home Assistant's REST API cannot tell apart.
-            expected = sorted(
-                [f"{e}.{prefix}_bluetooth_{k}" for e, k in BLUETOOTH]
-                + [f"sensor.{prefix}_bluetooth_state", f"sensor.{prefix}_bluetooth_status"]
-            )
+            # Unavailable: Bluetooth's own entities. Its source state and status sensors say it as a
+            # value, `not_available`: the word `unavailable` would read as the entity unavailable.
+            expected = sorted(f"{e}.{prefix}_bluetooth_{k}" for e, k in BLUETOOTH)
             await core.until(
                 lambda s: sorted(made[u] for u in wanted if s[made[u]]["state"] == "unavailable") == expected,
                 what=f"only {expected} unavailable (sources still starting are, for a moment)",
             )
+            states = await core.states()
+            for sensor in ("bluetooth_state", "bluetooth_status"):
+                assert states[f"sensor.{prefix}_{sensor}"]["state"] == "not_available"
+            assert states[f"sensor.{prefix}_bluetooth_state"]["attributes"]["error"]
+
+            # The knob pressed (gpiozero's mock pins): its event entity gets the gesture.
+            Ky040(pins).press()
+            await p.wait_for(f"{r.base}/knob", lambda g: g.json()["pressed"] is True)
+            Ky040(pins).release()
+            await p.wait_for(f"{r.base}/knob/event", lambda g: g.json()["event_type"] == "press")
+            await core.until(
+                lambda s: s.get(knob, {}).get("attributes", {}).get("event_type") == "press",
+                what=f"{knob} with a press",
+            )
+
             # The node's own version, as an update entity; this node runs from this checkout (an
             # editable install, updated with git), so Home Assistant offers no Install for it.
             await core.until(

@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import contextlib
+import json
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
+import jsonschema
 import pytest
 from gpiozero.pins.mock import MockFactory
 
 from harness.ky040 import Ky040, mock_pins
 from harness.pulse import Pulse
+from node.schemagen import SCHEMA_DIR
 from node.subsystems.info import Info
 from node.subsystems.knob import Knob
 from node.subsystems.volume import Volume
@@ -139,6 +142,59 @@ async def test_press_double_press_and_long_press_do_their_actions(
         await p.wait_for(f"{base}/knob", pressed(False), after=mark)
         await p.quiet(f"{base}/player/set", after=mark, probe_topic=f"{base}/test/flush")
         assert p.on(f"{base}/source/set", mark) == []
+
+
+async def test_every_gesture_and_turn_goes_out_on_the_event_topic(
+    run_node: NodeFactory, broker_kind: str, pins: MockFactory
+) -> None:
+    # What Home Assistant's event entity (and any automation) reads: one message per gesture, not
+    # retained, whatever the gesture's action; `none` leaves it to them alone.
+    schema = json.loads((SCHEMA_DIR / "knob.event.json").read_text())
+    # Windows wide enough that a loaded machine's round trips between the edges never change a gesture.
+    timing = {"double_press_s": 0.8, "long_press_s": 1.0}
+    async with knob_node(run_node, broker_kind, press="none", **timing) as (r, p):
+        knob = Ky040(pins)
+        base, topic = r.base, f"{r.base}/knob/event"
+        knob.press(bounce=2)
+        await p.wait_for(f"{base}/knob", pressed(True))
+        knob.release(bounce=2)
+        got = await p.wait_for(topic)
+        assert got.json() == {"event_type": "press", "action": "none", "detents": 0}
+        assert got.retain is False
+        for _ in range(2):
+            mark = p.mark()
+            knob.press()
+            await p.wait_for(f"{base}/knob", pressed(True), after=mark)
+            knob.release()
+            await p.wait_for(f"{base}/knob", pressed(False), after=mark)
+        got = await p.wait_for(topic, lambda g: g.json()["event_type"] != "press")
+        assert got.json() == {"event_type": "double_press", "action": "next_source", "detents": 0}
+        mark = p.mark()
+        knob.press()
+        got = await p.wait_for(topic, after=mark)  # on the hold, before the release
+        assert got.json() == {"event_type": "long_press", "action": "multiroom", "detents": 0}
+        knob.release()
+        await p.wait_for(f"{base}/knob", pressed(False), after=mark)
+        # Turns: the detents of each step sent to volume/set, clockwise as `reverse` reads the pins.
+        mark = p.mark()
+        knob.turn(3, bounce=1)
+        await p.wait_for(topic, lambda g: turned(p, topic, mark) == 3, after=mark)
+        knob.turn(-2)
+        await p.wait_for(topic, lambda g: turned(p, topic, mark) == 1, after=mark)
+        assert sum(deltas(p, f"{base}/volume/set", mark)) == 2  # the default step of 2 per detent
+        await p.quiet(f"{base}/player/set", after=0, probe_topic=f"{base}/test/flush")  # press: none
+        events = p.on(topic)
+        assert [g.json()["event_type"] for g in events][:3] == ["press", "double_press", "long_press"]
+        assert {g.json()["event_type"] for g in events[3:]} == {"rotate_cw", "rotate_ccw"}
+        for event in events:
+            jsonschema.validate(event.json(), schema)
+            assert event.retain is False
+
+
+def turned(p: Probe, topic: str, after: int) -> int:
+    """Detents the knob's turn events add up to since `after`, clockwise positive."""
+    sign = {"rotate_cw": 1, "rotate_ccw": -1}
+    return sum(sign.get(g.json()["event_type"], 0) * g.json()["detents"] for g in p.on(topic, after))
 
 
 async def test_actions_follow_the_config_while_running(run_node: NodeFactory, pins: MockFactory) -> None:

@@ -72,11 +72,13 @@ class HomeAssistantData(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     removed_by_user: bool = False
-    # Component id -> [platform, its subsystem's state topic] of everything announced since the device
-    # was last cleared: one whose subsystem is there but no longer calls for it is sent as
-    # `{"platform": ...}` alone (how device discovery removes one entity), and kept so, so a Home
-    # Assistant that was off then learns it from the retained config too. One whose subsystem has not
-    # been heard of yet (still starting, another process) is left out, which changes nothing there.
+    # Component id -> [platform, its subsystem's state topic] of what is announced and of what still
+    # has to be removed: one whose subsystem is there but no longer calls for it is sent as
+    # `{"platform": ...}` alone (how device discovery removes one entity), and dropped from here once
+    # that config is retained on the broker, so the device config does not grow with every Snapcast
+    # client ever seen; the next announcement leaves it out. Persisted, so a restart before that still
+    # sends the removal. One whose subsystem has not been heard of yet (still starting, another
+    # process) is left out, which changes nothing there, and kept.
     components: dict[str, tuple[str, str]] = Field(default_factory=dict)
 
 
@@ -258,28 +260,30 @@ class HomeAssistant(Subsystem[HomeAssistantState, HomeAssistantConfig]):
             device["configuration_url"] = f"{make.web}/"
         return device
 
-    def payload(self) -> tuple[bytes, dict[str, tuple[str, Component]]]:
-        """The device config to announce now, and the live components in it (with their subsystem)."""
+    def payload(self) -> tuple[bytes, dict[str, tuple[str, Component]], set[str]]:
+        """The device config to announce now, its live components (with their subsystem), its removals."""
         make = self._make()
         live = build(self._seen, make)
         components: dict[str, Component] = {key: component for key, (_, component) in live.items()}
         present = known(self._seen)
+        removed = set()
         for key, (platform, owner) in self.data.components.items():
             if key not in live and owner in present:
                 components[key] = {"platform": platform}
+                removed.add(key)
         body = {
             "device": self._device(make),
             "origin": {"name": "Milo", "sw_version": self.ctx.node.version},
             "components": components,
             "qos": 1,
         }
-        return json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode(), live
+        return json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode(), live, removed
 
     async def _announce(self, *, force: bool = False) -> None:
         async with self._lock:
             if not self.config.discovery or self.data.removed_by_user:
                 return
-            data, live = self.payload()
+            data, live, removed = self.payload()
             if not live and not self.data.components:
                 return  # nothing known yet: the topics of the others have not arrived
             if force or data != (self._last if self._last is not None else self._retained):
@@ -287,7 +291,9 @@ class HomeAssistant(Subsystem[HomeAssistantState, HomeAssistantConfig]):
                 self._sent.append(data)
                 await self.ctx.bus.publish(self.config_topic, data, retain=True)
             self._last = data
-            ever = {**self.data.components, **{k: (c["platform"], o) for k, (o, c) in live.items()}}
+            # `data` is retained now (sent, or what the broker already held): its removals are done.
+            kept = {k: v for k, v in self.data.components.items() if k not in removed}
+            ever = {**kept, **{k: (c["platform"], o) for k, (o, c) in live.items()}}
             if ever != self.data.components:
                 self.data = self.data.model_copy(update={"components": ever})
                 self.save_data()

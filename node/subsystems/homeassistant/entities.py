@@ -52,9 +52,17 @@ MULTIROOM_SERVER = ("starting", "running", "restarting", "unreachable")
 MULTIROOM_PRESETS = ("low_latency", "balanced", "quality")
 SPOTIFY_REPEAT = ("off", "context", "track")
 KNOB_STEP_MAX = 20
+# What the knob publishes on `knob/event` (its EventType: the knob's module is not imported here).
+KNOB_EVENTS = ("press", "double_press", "long_press", "rotate_cw", "rotate_ccw")
 SCREEN_TIMEOUT_MAX = 86_400
 OFF = "Off"  # the source select's label for `none` (Home Assistant reads an option "none" as no state)
 NAME_MAX = 60
+# States Home Assistant keeps for itself: a sensor whose value is one of these reads as an unavailable
+# entity, or as one with no value yet, never as that value.
+RESERVED = ("unavailable", "unknown")
+# What a status or source-state sensor shows for `unavailable`: a value, with the entity available,
+# so the reason stays readable next to it (Home Assistant drops an unavailable entity's attributes).
+NOT_AVAILABLE = "not_available"
 
 
 @dataclass
@@ -186,8 +194,25 @@ def _slug(text: str) -> str:
 
 
 def _text_or_none(expression: str) -> str:
-    """A sensor state that is `expression` when it has a value, else Home Assistant's "no state"."""
-    return f"{{% set v = ({expression}) %}}{{{{ v[:255] if v else 'None' }}}}"
+    """A sensor state that is `expression` when it has a value, else Home Assistant's "no state".
+
+    A name that is one of Home Assistant's reserved words (a phone called "unknown") is capitalised,
+    so it reads as that name.
+    """
+    return (
+        f"{{% set v = ({expression}) %}}"
+        f"{{{{ (v | capitalize if v in {_literal(list(RESERVED))} else v[:255]) if v else 'None' }}}}"
+    )
+
+
+def _word(expression: str) -> str:
+    """An enum sensor's state from a word of the node's: `unavailable` becomes NOT_AVAILABLE."""
+    return f"{{% set w = ({expression}) %}}{{{{ {_literal(NOT_AVAILABLE)} if w == 'unavailable' else w }}}}"
+
+
+def _words(values: tuple[str, ...] | list[str]) -> list[str]:
+    """An enum sensor's options, as `_word` maps them."""
+    return [NOT_AVAILABLE if value == "unavailable" else value for value in values]
 
 
 # Builders -----------------------------------------------------------------------------------------
@@ -235,13 +260,13 @@ def info_entities(seen: Seen, make: Make) -> list[tuple[str, Component]]:
                 f"{name.capitalize()} status",
                 "info",
                 state_topic=make.topics.of("info"),
-                value_template=f"{{{{ {entry}.status if {present} else 'None' }}}}",
+                value_template=_word(f"{entry}.status if {present} else 'None'"),
                 json_attributes_topic=make.topics.of("info"),
                 json_attributes_template=(
                     f"{{{{ {{'detail': {entry}.detail if {present} else ''}} | tojson }}}}"
                 ),
                 device_class="enum",
-                options=[status.value for status in Status],
+                options=_words([status.value for status in Status]),
                 entity_category="diagnostic",
             )
         )
@@ -320,6 +345,11 @@ def equalizer_entities(seen: Seen, make: Make) -> list[tuple[str, Component]]:
         return []
     found = []
     if eq.presets:
+        # A user preset may be called what Home Assistant reads as no option or no state: shown
+        # under another label (`none (2)`), sent under its own name.
+        labels = _unique_names([(preset, preset) for preset in eq.presets])
+        renamed = {preset: label for preset, label in labels.items() if label != preset}
+        names = {label: preset for preset, label in renamed.items()}
         found.append(
             make.entity(
                 "eq_preset",
@@ -329,9 +359,15 @@ def equalizer_entities(seen: Seen, make: Make) -> list[tuple[str, Component]]:
                 state_topic=t.of("equalizer"),
                 command_topic=t.of("equalizer/set"),
                 # A custom curve has no preset: "None" is Home Assistant's "no option".
-                value_template="{{ value_json.preset if value_json.preset else 'None' }}",
-                command_template='{{ {"preset": value} | tojson }}',
-                options=list(eq.presets),
+                value_template=(
+                    f"{{% set labels = {_literal(renamed)} %}}{{% set p = value_json.preset %}}"
+                    "{{ labels[p] if p in labels else (p if p else 'None') }}"
+                ),
+                command_template=(
+                    f"{{% set names = {_literal(names)} %}}"
+                    '{{ {"preset": names[value] if value in names else value} | tojson }}'
+                ),
+                options=list(labels.values()),
                 icon="mdi:tune-vertical",
             )
         )
@@ -364,7 +400,8 @@ def _unique_names(stations: list[tuple[str, str]]) -> dict[str, str]:
     used: set[str] = set()
     for station_id, name in stations:
         label = (name.strip() or station_id)[:NAME_MAX]
-        if label.lower() == "none" or label in used:
+        # "None" is Home Assistant's "no option"; "unknown" and "unavailable" are states it keeps.
+        if label.lower() in ("none", *RESERVED) or label in used:
             n = 2
             while f"{label} ({n})" in used:
                 n += 1
@@ -446,10 +483,7 @@ def player_entities(seen: Seen, make: Make) -> list[tuple[str, Component]]:
             "player",
             state_topic=t.of("player"),
             # A state is at most 255 characters; everything the player says is in the attributes.
-            value_template=(
-                "{% set text = [value_json.artist, value_json.title] | select | join(' - ') %}"
-                "{{ text[:255] if text else 'None' }}"
-            ),
+            value_template=_text_or_none("[value_json.artist, value_json.title] | select | join(' - ')"),
             json_attributes_topic=t.of("player"),
             icon="mdi:music",
         )
@@ -518,11 +552,13 @@ def source_entities(name: str, seen: Seen, make: Make) -> list[tuple[str, Compon
             "sensor",
             f"{name.capitalize()} state",
             path,
-            "none",  # the state itself says `unavailable`
+            "none",  # the state itself says `unavailable`, and this shows it (as NOT_AVAILABLE)
             state_topic=make.topics.of(path),
-            value_template="{{ value_json.state }}",
+            value_template=_word("value_json.state"),
+            json_attributes_topic=make.topics.of(path),
+            json_attributes_template="{{ {'error': value_json.error} | tojson }}",
             device_class="enum",
-            options=list(SOURCE_STATES),
+            options=_words(SOURCE_STATES),
             entity_category="diagnostic",
         )
     ]
@@ -565,6 +601,18 @@ def knob_entities(seen: Seen, make: Make) -> list[tuple[str, Component]]:
             "value_json.dt, value_json.sw], 'pin_factory': value_json.pin_factory} | tojson }}",
             entity_category="diagnostic",
             icon="mdi:knob",
+        ),
+        # Each gesture and turn, whatever the knob's action for it: for automations.
+        make.entity(
+            "knob_event",
+            "event",
+            "Knob",
+            "knob",
+            "flag",
+            state_topic=t.of("knob/event"),
+            event_types=list(KNOB_EVENTS),
+            device_class="button",
+            icon="mdi:gesture-tap-button",
         ),
         make.entity(
             "knob_step",
@@ -642,8 +690,10 @@ def multiroom_entities(seen: Seen, make: Make) -> list[tuple[str, Component]]:
             state_topic=t.of("multiroom"),
             value_template="{{ value_json.server if value_json.server is defined else 'None' }}",
             json_attributes_topic=t.of("multiroom"),
-            json_attributes_template="{{ {'version': value_json.version, 'error': value_json.error, "
-            "'restarts': value_json.restarts, 'managed': value_json.managed} | tojson }}",
+            # While it does not run its topic holds `{"status", "reason"}`: null for each, not an error.
+            json_attributes_template="{{ {'version': value_json.version | default(none), "
+            "'error': value_json.error | default(none), 'restarts': value_json.restarts | default(none), "
+            "'managed': value_json.managed | default(none)} | tojson }}",
             device_class="enum",
             options=list(MULTIROOM_SERVER),
             entity_category="diagnostic",
