@@ -81,7 +81,7 @@ class EmbeddedBroker:
             "timeout_disconnect_delay": s.keepalive_grace,
             # Listing plugins explicitly keeps out amqtt's defaults ($SYS, packet logger: 35-40 % slower).
             "plugins": {
-                "amqtt.plugins.authentication.AnonymousAuthPlugin": {"allow_anonymous": True},
+                "broker.admit.Admit": {},
                 "broker.retained.RetainedStore": {
                     "path": str(s.retained_path),
                     "flush_delay": s.flush_delay,

@@ -48,3 +48,19 @@ def test_the_cli_loads_neither_the_broker_nor_the_tests() -> None:
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=ROOT)
     assert done.stdout.strip() == "[]"
+
+
+def test_the_node_loads_no_library_that_only_a_working_subsystem_needs() -> None:
+    # Each costs resident memory on a 512 MB Pi (README, Benchmark): loaded where first used, or never.
+    heavy = {
+        "dbus_fast",  # the Bluetooth source, once a bus is there; systemd, on an update
+        "pwdlib", "argon2",  # amqtt's password plugins; broker/admit.py answers its auth hook
+        "aiomqtt", "paho",  # only a node on an external broker
+        "mpv", "PIL", "gpiozero",  # radio on first play, logo uploads, the knob
+        "hypothesis", "numpy",  # tests only
+    }  # fmt: skip
+    code = (
+        f"import sys, node.cli, node.app; print(sorted({{m.split('.')[0] for m in sys.modules}} & {heavy!r}))"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=ROOT)
+    assert done.stdout.strip() == "[]"

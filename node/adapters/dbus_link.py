@@ -14,6 +14,7 @@ from typing import Any
 from dbus_fast import BusType, Message, MessageType, Variant
 from dbus_fast.aio import MessageBus
 
+from node.adapters.dbus_address import BusError, describe
 from node.framework.errors import DaemonError
 
 log = logging.getLogger(__name__)
@@ -25,10 +26,6 @@ OBJECT_MANAGER = "org.freedesktop.DBus.ObjectManager"
 CALL_TIMEOUT = 10.0
 
 Objects = dict[str, dict[str, dict[str, Any]]]  # path -> interface -> property -> value
-
-
-class BusError(DaemonError):
-    """The bus cannot be reached, or the connection to it was lost."""
 
 
 class CallError(DaemonError):
@@ -61,10 +58,6 @@ def _cancelled() -> None:
     task = asyncio.current_task()
     if task is not None and task.cancelling():
         raise asyncio.CancelledError
-
-
-def describe(address: str) -> str:
-    return address or "the system bus"
 
 
 async def connect(address: str = "") -> MessageBus:

@@ -12,12 +12,13 @@ import asyncio
 import contextlib
 import re
 from dataclasses import dataclass
-from typing import Any
-
-from dbus_fast import BusType, Message, MessageType
-from dbus_fast.aio import MessageBus
+from typing import TYPE_CHECKING, Any
 
 from node.framework.errors import DaemonError
+
+if TYPE_CHECKING:
+    from dbus_fast import Message
+    from dbus_fast.aio import MessageBus
 
 SERVICE = "org.freedesktop.systemd1"
 PATH = "/org/freedesktop/systemd1"
@@ -92,6 +93,10 @@ class Systemd:
         await self.close()
 
     async def connect(self) -> None:
+        # dbus-fast (~3 MB resident) is loaded by the first update or restart, not by every node.
+        from dbus_fast import BusType  # noqa: PLC0415
+        from dbus_fast.aio import MessageBus  # noqa: PLC0415
+
         try:
             bus = MessageBus(bus_address=self.address or None, bus_type=BusType.SYSTEM)
             async with asyncio.timeout(CALL_TIMEOUT):
@@ -118,6 +123,8 @@ class Systemd:
                 await bus.wait_for_disconnect()  # type: ignore[no-untyped-call]
 
     def _on_message(self, message: Message) -> bool:
+        from dbus_fast import MessageType  # noqa: PLC0415 - loaded by connect()
+
         if message.message_type == MessageType.SIGNAL and message.member == "JobRemoved":
             _, job, _, result = message.body
             future = self._jobs.pop(job, None)
@@ -137,6 +144,8 @@ class Systemd:
         path: str = PATH,
         iface: str = MANAGER,
     ) -> Any:
+        from dbus_fast import Message, MessageType  # noqa: PLC0415 - loaded by connect()
+
         if self._bus is None:
             raise SystemdError("not connected to systemd")
         message = Message(

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import difflib
 from typing import Any
 
 from pydantic import BaseModel, ValidationError
@@ -66,6 +65,8 @@ def _matching_alternative(errors: list[Any]) -> list[Any]:
 
 
 def unknown_key(key: str, known: list[str]) -> str:
+    import difflib  # noqa: PLC0415 - only a refused key pays for it (~0.2 MB resident)
+
     close = difflib.get_close_matches(key, known, n=1)
     return "unknown key" + (f" (did you mean {close[0]!r}?)" if close else "")
 

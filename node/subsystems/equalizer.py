@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
+import re
+import shutil
 from typing import Any, ClassVar
 
 import alsaaudio
@@ -120,6 +123,14 @@ class DeletePreset(BaseModel):
 
 EqualizerCommand = SetBands | SetBand | UsePreset | SavePreset | DeletePreset
 MAX_USER_PRESETS = 50
+# Opening the alsaequal ctl in this process loads alsa-lib's configuration, the caps LADSPA plug-in
+# with libstdc++ and whatever the system's ALSA hooks load (libpulse, where PulseAudio is installed):
+# ~5 MB that never unload. Start-up's check and write go through amixer (alsa-utils, which
+# `milo install` installs) instead; the first command opens the controls here, so a node whose
+# equalizer nobody touches never carries them.
+AMIXER = "amixer"
+AMIXER_TIMEOUT = 10.0
+_SCONTROL = re.compile(r"^Simple mixer control '(.*)',\d+$", re.MULTILINE)
 
 
 class Equalizer(Subsystem[EqualizerState, EqualizerConfig]):
@@ -134,9 +145,14 @@ class Equalizer(Subsystem[EqualizerState, EqualizerConfig]):
     data: EqualizerData
 
     async def check_environment(self) -> None:
+        self._mixers: dict[str, alsaaudio.Mixer] = {}
+        self._amixer = shutil.which(AMIXER)
         try:
-            names = alsaaudio.mixers(device=alsa.EQ_CTL)
-        except alsaaudio.ALSAAudioError as exc:
+            if self._amixer is not None:
+                names = _SCONTROL.findall(await self._run_amixer("scontrols"))
+            else:
+                names = alsaaudio.mixers(device=alsa.EQ_CTL)
+        except (alsaaudio.ALSAAudioError, OSError) as exc:
             raise SubsystemUnavailableError(
                 f"alsaequal control {alsa.EQ_CTL!r} not in {self.ctx.node.alsa_config} ({exc})"
             ) from exc
@@ -145,10 +161,15 @@ class Equalizer(Subsystem[EqualizerState, EqualizerConfig]):
             raise SubsystemUnavailableError(f"{alsa.EQ_CTL!r} lacks {missing} (not caps Eq10?)")
 
     async def setup(self) -> None:
-        # The ctl has no change events and we are its only writer: keep one Mixer per band open.
-        self._mixers = {key: alsaaudio.Mixer(label, device=alsa.EQ_CTL) for key, label in BANDS.items()}
         bands = {**flat(), **{k: v for k, v in self.data.bands.items() if k in BANDS}}
-        self._write(bands)
+        if self._amixer is not None:
+            lines = "".join(f"sset '{BANDS[key]}' {raw_of(db)}\n" for key, db in bands.items())
+            try:
+                await self._run_amixer("-q", "-s", stdin=lines)
+            except OSError as exc:
+                raise CommandError("alsa_error", f"alsaequal: {exc}") from exc
+        else:
+            self._write(bands)
         self.state = EqualizerState(
             bands=bands,
             preset=self._preset_of(bands),
@@ -161,12 +182,37 @@ class Equalizer(Subsystem[EqualizerState, EqualizerConfig]):
     async def teardown(self) -> None:
         for mixer in getattr(self, "_mixers", {}).values():
             mixer.close()
+        self._mixers = {}
+
+    async def _run_amixer(self, *args: str, stdin: str | None = None) -> str:
+        """`amixer -D <eq ctl> ...` in a child (it reads the node's asound.conf through the environment)."""
+        assert self._amixer is not None
+        proc = await asyncio.create_subprocess_exec(
+            self._amixer, "-D", alsa.EQ_CTL, *args,
+            stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+        )  # fmt: skip
+        try:
+            async with asyncio.timeout(AMIXER_TIMEOUT):
+                out, err = await proc.communicate(stdin.encode() if stdin is not None else None)
+        except TimeoutError:
+            proc.kill()
+            await proc.wait()
+            raise OSError(f"amixer did not finish within {AMIXER_TIMEOUT:.0f} s") from None
+        if proc.returncode != 0:
+            lines = err.decode(errors="replace").strip().splitlines()
+            raise OSError(lines[-1] if lines else f"amixer exit code {proc.returncode}")
+        return out.decode(errors="replace")
 
     def parse_text(self, text: str) -> Any:
         return {"preset": text}
 
     def _write(self, bands: dict[str, float]) -> None:
         try:
+            if not self._mixers:
+                # The ctl has no change events and we are its only writer: keep one Mixer per band open.
+                self._mixers = {
+                    key: alsaaudio.Mixer(label, device=alsa.EQ_CTL) for key, label in BANDS.items()
+                }
             for key, db in bands.items():
                 self._mixers[key].setvolume(raw_of(db), units=alsaaudio.VOLUME_UNITS_RAW)
         except alsaaudio.ALSAAudioError as exc:

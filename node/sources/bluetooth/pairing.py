@@ -7,10 +7,13 @@ import contextlib
 import logging
 import time
 from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING
 
-from node.adapters.bluez import AUDIO_UUIDS, AgentKind, Bluez
 from node.framework.errors import CommandError
 from node.sources.bluetooth.models import BluetoothConfig, PendingPairing
+
+if TYPE_CHECKING:
+    from node.adapters.bluez import AgentKind, Bluez
 
 
 def _now_ms() -> int:
@@ -39,6 +42,8 @@ class Pairing:
         self.pending: PendingPairing | None = None
 
     async def authorize(self, device: str, kind: AgentKind, passkey: int | None, uuid: str | None) -> bool:
+        from node.adapters.bluez import AUDIO_UUIDS  # noqa: PLC0415 - BlueZ's agent asks, so it is loaded
+
         bluez = self._bluez()
         known = bluez.device(device) if bluez is not None else None
         name = known.name if known is not None else device.rsplit("/", 1)[-1]

@@ -12,12 +12,10 @@ import json
 import shutil
 import time
 from dataclasses import dataclass
-from typing import Any, ClassVar, Literal
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
+from node.adapters import dbus_address
 from node.adapters.alsa import alias_name
-from node.adapters.bluealsa import Aplay, BlueAlsa, Pcm
-from node.adapters.bluez import Bluez, Device, PairingAgent, PlayerCommand
-from node.adapters.dbus_link import Link
 from node.framework.bus import Message
 from node.framework.errors import CommandError, DaemonError, SubsystemUnavailableError
 from node.framework.views import VolumeView, read_view
@@ -34,6 +32,11 @@ from node.sources.bluetooth.models import (
     Phone,
 )
 from node.sources.bluetooth.pairing import Pairing
+
+if TYPE_CHECKING:
+    from node.adapters.bluealsa import Aplay, BlueAlsa, Pcm
+    from node.adapters.bluez import Bluez, Device, PairingAgent, PlayerCommand
+    from node.adapters.dbus_link import Link
 
 RECONNECT_FIRST_S = 0.2
 # A BlueZ-side timeout a little past our own: our timer closes the window, BlueZ's only if we died.
@@ -178,6 +181,14 @@ class Bluetooth(Source[BluetoothState, BluetoothConfig]):
         return False  # a new session with the new settings
 
     async def _open(self) -> Session:
+        absent = dbus_address.missing(self.config.dbus_address)
+        if absent is not None:
+            raise absent
+        # dbus-fast and the adapters on it (~3 MB resident) are loaded once there is a bus to talk to.
+        from node.adapters.bluealsa import BlueAlsa  # noqa: PLC0415
+        from node.adapters.bluez import Bluez, PairingAgent  # noqa: PLC0415
+        from node.adapters.dbus_link import Link  # noqa: PLC0415
+
         link = await Link.open(self.config.dbus_address)
         session = Session(
             link=link,
@@ -350,6 +361,8 @@ class Bluetooth(Source[BluetoothState, BluetoothConfig]):
 
     async def _audio(self, session: Session, phones: list[Device], pcms: dict[str, Pcm]) -> None:
         """One bluealsa-aplay per kept phone that has an A2DP PCM; none for any other."""
+        from node.adapters.bluealsa import Aplay  # noqa: PLC0415 - loaded with the session (_open)
+
         wanted = {p.path: p for p in phones if p.path in pcms}
         for path in list(self._aplays):
             if path not in wanted:
