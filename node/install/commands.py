@@ -51,8 +51,8 @@ def main(args: argparse.Namespace, subsystems: Sequence[str]) -> int:
 
 def _dispatch(args: argparse.Namespace, subsystems: Sequence[str]) -> int:
     root = args.root.resolve() if getattr(args, "root", None) else None
-    if root is not None and not root.is_dir():
-        if args.cmd != "install":
+    if root is not None and not root.is_dir() and args.cmd in ("install", "uninstall"):
+        if args.cmd == "uninstall":
             raise InstallError(f"--root {root}: no such directory")
         try:  # a tree being prepared (an SD card's, a test's): made as `make DESTDIR=` would
             root.mkdir(parents=True)
